@@ -1,0 +1,336 @@
+//! Runs: the execution mode, each step's outcome and every provider attempt, and the report
+//! written at the end of a run (`report.json`, schema in `docs/report-schema.md`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{RunId, StepId, TaskId};
+use crate::money::Money;
+use crate::plan::{PlanWarning, StepType};
+use crate::usage::Usage;
+
+/// The version of the `report.json` schema this crate writes.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// How hard AetherFlow works on each step: the original's three execution modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Cheapest, quickest models; no review.
+    Fast,
+    /// Balanced models for production code (the default).
+    #[default]
+    Build,
+    /// Build, then a second model checks the result.
+    DoubleCheck,
+}
+
+impl Mode {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fast => "fast",
+            Mode::Build => "build",
+            Mode::DoubleCheck => "double-check",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "fast" | "proto" | "quick" => Ok(Mode::Fast),
+            "build" | "prod" => Ok(Mode::Build),
+            "double-check" | "doublecheck" => Ok(Mode::DoubleCheck),
+            _ => Err(format!(
+                "unknown mode `{s}`: use fast, build or double-check"
+            )),
+        }
+    }
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for its dependencies or a free slot.
+    Pending,
+    /// A provider call is in flight.
+    Running,
+    /// Finished with a usable output.
+    Succeeded,
+    /// Every attempt failed.
+    Failed,
+    /// Not run because a dependency did not succeed.
+    Skipped,
+    /// Stopped or never started because the run was cancelled.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// True once the step will not change again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, StepStatus::Pending | StepStatus::Running)
+    }
+}
+
+/// Whole run outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every step succeeded.
+    Succeeded,
+    /// At least one step failed or was skipped.
+    Failed,
+    /// The run was cancelled before it finished.
+    Cancelled,
+}
+
+/// One call to one provider for one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Provider name (`deepseek`, `mock`, …).
+    pub provider: String,
+    /// Model that was asked.
+    pub model: String,
+    /// Which key of the provider's pool was used (an id, never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// When the call started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took, until the last byte or the error.
+    #[serde(with = "duration_ms", rename = "latency_ms")]
+    pub latency: Duration,
+    /// Tokens the call consumed (zero when it failed before any).
+    pub usage: Usage,
+    /// What those tokens cost.
+    pub cost: Money,
+    /// `None` when the call succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AttemptError>,
+}
+
+/// Why an attempt failed, in the terms retries and fallbacks use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The error kind (`rate_limited`, `auth`, `timeout`, …).
+    pub kind: String,
+    /// Whether trying the same model again could succeed.
+    pub retryable: bool,
+    /// A description safe to show (never contains a key).
+    pub message: String,
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The step's id.
+    pub id: StepId,
+    /// The step's type as the plan gave it.
+    pub step_type: StepType,
+    /// Where it ended.
+    pub status: StepStatus,
+    /// Why it failed, was skipped or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The provider whose answer was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The model whose answer was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Why the model stopped (`stop`, `max_tokens`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// Every provider call made for this step, in order.
+    pub attempts: Vec<Attempt>,
+    /// Tokens consumed over all attempts.
+    pub usage: Usage,
+    /// What all attempts cost.
+    pub cost: Money,
+    /// When the step started (absent if it never ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Time from start to finish, including retries.
+    #[serde(with = "duration_ms", rename = "duration_ms")]
+    pub duration: Duration,
+    /// File inside the run folder holding the step's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file: Option<String>,
+}
+
+impl StepReport {
+    /// A report for a step that has not run.
+    pub fn pending(id: StepId, step_type: StepType) -> Self {
+        StepReport {
+            id,
+            step_type,
+            status: StepStatus::Pending,
+            reason: None,
+            provider: None,
+            model: None,
+            finish_reason: None,
+            attempts: Vec::new(),
+            usage: Usage::default(),
+            cost: Money::ZERO,
+            started_at: None,
+            duration: Duration::ZERO,
+            output_file: None,
+        }
+    }
+}
+
+/// Counts and sums over a run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RunTotals {
+    /// Steps that succeeded.
+    pub succeeded: usize,
+    /// Steps that failed.
+    pub failed: usize,
+    /// Steps skipped because a dependency did not succeed.
+    pub skipped: usize,
+    /// Steps cancelled.
+    pub cancelled: usize,
+    /// Provider calls made.
+    pub attempts: usize,
+    /// Tokens over all steps.
+    pub usage: Usage,
+    /// Cost over all steps.
+    pub cost: Money,
+}
+
+/// Everything a run did: written as `report.json` in the run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// [`REPORT_SCHEMA_VERSION`] at the time of writing.
+    pub schema_version: u32,
+    /// This run.
+    pub run_id: RunId,
+    /// The plan's task.
+    pub task_id: TaskId,
+    /// The plan's description.
+    pub description: String,
+    /// Execution mode.
+    pub mode: Mode,
+    /// Overall outcome.
+    pub status: RunStatus,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When the run ended.
+    pub finished_at: DateTime<Utc>,
+    /// Wall-clock duration.
+    #[serde(with = "duration_ms", rename = "duration_ms")]
+    pub duration: Duration,
+    /// One entry per step, in plan order.
+    pub steps: Vec<StepReport>,
+    /// Sums over the steps.
+    pub totals: RunTotals,
+    /// Plan warnings, so the report says what was ignored.
+    pub warnings: Vec<PlanWarning>,
+    /// The plan's `metadata`, as given.
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+impl RunReport {
+    /// Sums over `steps` and the overall status.
+    pub fn summarise(steps: &[StepReport], cancelled: bool) -> (RunTotals, RunStatus) {
+        let mut totals = RunTotals::default();
+        for s in steps {
+            match s.status {
+                StepStatus::Succeeded => totals.succeeded += 1,
+                StepStatus::Failed => totals.failed += 1,
+                StepStatus::Skipped => totals.skipped += 1,
+                StepStatus::Cancelled | StepStatus::Pending | StepStatus::Running => {
+                    totals.cancelled += 1
+                }
+            }
+            totals.attempts += s.attempts.len();
+            totals.usage += s.usage;
+            totals.cost += s.cost;
+        }
+        let status = if cancelled {
+            RunStatus::Cancelled
+        } else if totals.succeeded == steps.len() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        (totals, status)
+    }
+}
+
+/// Serialises a [`Duration`] as a number of milliseconds (fractional).
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes milliseconds with microsecond precision.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_micros() as f64) / 1000.0)
+    }
+
+    /// Reads milliseconds; negative or non-finite values are rejected.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_from_cli_and_original_names() {
+        assert_eq!("double-check".parse(), Ok(Mode::DoubleCheck));
+        assert_eq!("DOUBLE_CHECK".parse(), Ok(Mode::DoubleCheck));
+        assert_eq!("PROD".parse(), Ok(Mode::Build));
+        assert_eq!("proto".parse(), Ok(Mode::Fast));
+        assert!(
+            "turbo"
+                .parse::<Mode>()
+                .unwrap_err()
+                .contains("fast, build or double-check")
+        );
+    }
+
+    #[test]
+    fn a_run_succeeds_only_when_every_step_did() {
+        let mut ok = StepReport::pending("a".into(), StepType::Analysis);
+        ok.status = StepStatus::Succeeded;
+        ok.cost = Money::from_micros(5);
+        let mut skipped = ok.clone();
+        skipped.status = StepStatus::Skipped;
+        let (totals, status) = RunReport::summarise(&[ok.clone(), ok.clone()], false);
+        assert_eq!(status, RunStatus::Succeeded);
+        assert_eq!(totals.cost, Money::from_micros(10));
+        let (totals, status) = RunReport::summarise(&[ok.clone(), skipped], false);
+        assert_eq!(status, RunStatus::Failed);
+        assert_eq!(totals.skipped, 1);
+        assert_eq!(RunReport::summarise(&[ok], true).1, RunStatus::Cancelled);
+    }
+
+    #[test]
+    fn durations_are_written_in_milliseconds() {
+        let mut s = StepReport::pending("a".into(), StepType::Patch);
+        s.duration = Duration::from_micros(1500);
+        let json = serde_json::to_value(&s).expect("serialises");
+        assert_eq!(json["duration_ms"], 1.5);
+        assert_eq!(json["step_type"], "patch");
+        let back: StepReport = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back.duration, Duration::from_micros(1500));
+    }
+}
