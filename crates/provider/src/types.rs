@@ -1,0 +1,269 @@
+//! Normalised request, response and streaming types shared by every adapter.
+
+use std::fmt;
+use std::pin::Pin;
+
+use aetherflow_domain::Usage;
+use futures::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProviderError;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The person (or orchestrator) asking.
+    User,
+    /// The model's earlier answers.
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+    /// The model's reasoning on an earlier assistant turn, passed back where a provider needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+}
+
+impl Message {
+    /// A user turn.
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: Role::User,
+            content: content.into(),
+            reasoning: None,
+        }
+    }
+
+    /// An assistant turn.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message {
+            role: Role::Assistant,
+            content: content.into(),
+            reasoning: None,
+        }
+    }
+}
+
+/// What the orchestrator knows about the step a request serves. Adapters ignore it except for
+/// tracing; the offline mock uses it to answer in the right shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepHint {
+    /// The step's id.
+    pub step_id: String,
+    /// The step's type name (`code_generation`, `analysis`, …).
+    pub step_type: String,
+    /// The step's description, first line only.
+    pub summary: String,
+    /// Files the answer must contain, one fenced block each.
+    pub files: Vec<String>,
+    /// The output language, when the plan gave one.
+    pub language: Option<String>,
+}
+
+/// A chat completion request in one shape for every provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The provider's model name (`deepseek-chat`, `gemini-2.5-flash`, …).
+    pub model: String,
+    /// The system instruction, sent the way each provider expects it.
+    pub system: Option<String>,
+    /// The conversation, oldest first.
+    pub messages: Vec<Message>,
+    /// Upper bound on generated tokens.
+    pub max_output_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Sequences that end the answer.
+    pub stop: Vec<String>,
+    /// Ask for a JSON object as the whole answer.
+    pub json_mode: bool,
+    /// Sampling seed, where the provider supports one.
+    pub seed: Option<u64>,
+    /// The step this request serves, if any.
+    pub step: Option<StepHint>,
+}
+
+/// Why the model stopped, normalised (see the providers spec, section 6).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The answer is complete.
+    Stop,
+    /// The output token limit cut the answer.
+    MaxTokens,
+    /// The context window cut the answer.
+    ContextLimit,
+    /// The model asked for a tool call.
+    ToolCalls,
+    /// The provider stopped the answer for policy reasons.
+    ContentFilter,
+    /// A transient provider-side failure ended the answer.
+    ProviderError,
+    /// A reason this version does not know, kept verbatim.
+    Other(String),
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FinishReason::Stop => f.write_str("stop"),
+            FinishReason::MaxTokens => f.write_str("max_tokens"),
+            FinishReason::ContextLimit => f.write_str("context_limit"),
+            FinishReason::ToolCalls => f.write_str("tool_calls"),
+            FinishReason::ContentFilter => f.write_str("content_filter"),
+            FinishReason::ProviderError => f.write_str("provider_error"),
+            FinishReason::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A complete answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The model that actually answered (providers may resolve aliases).
+    pub model: String,
+    /// The answer text, reasoning excluded.
+    pub text: String,
+    /// Hidden reasoning text, when the provider returned it.
+    pub reasoning: Option<String>,
+    /// Why the model stopped.
+    pub finish_reason: FinishReason,
+    /// Tokens consumed.
+    pub usage: Usage,
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StreamEvent {
+    /// More answer text.
+    Text(String),
+    /// More reasoning text.
+    Reasoning(String),
+    /// Usage so far (adapters send the final, de-duplicated total once).
+    Usage(Usage),
+    /// The model stopped; the stream ends after this.
+    Finish(FinishReason),
+}
+
+/// A streamed answer.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
+/// Folds a stream into a complete answer; a stream that ends without `Finish` is a decode error.
+pub async fn collect_stream(
+    model: impl Into<String>,
+    mut stream: ChatStream,
+) -> Result<ChatResponse, ProviderError> {
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut usage = Usage::default();
+    let mut finish = None;
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Text(t) => text.push_str(&t),
+            StreamEvent::Reasoning(r) => reasoning.push_str(&r),
+            StreamEvent::Usage(u) => usage = u,
+            StreamEvent::Finish(f) => finish = Some(f),
+        }
+    }
+    let finish_reason = finish.ok_or_else(|| ProviderError::Decode {
+        message: "the stream ended before the model said why it stopped".into(),
+    })?;
+    Ok(ChatResponse {
+        model: model.into(),
+        text,
+        reasoning: (!reasoning.is_empty()).then_some(reasoning),
+        finish_reason,
+        usage,
+    })
+}
+
+/// A provider API key with a stable, printable id. The secret itself never appears in `Debug`,
+/// `Display`, logs or errors.
+#[derive(Clone)]
+pub struct ApiKey {
+    id: String,
+    secret: SecretString,
+}
+
+impl ApiKey {
+    /// A key and the id it is reported under (e.g. `deepseek#1`, or a name from config).
+    pub fn new(id: impl Into<String>, secret: SecretString) -> Self {
+        ApiKey {
+            id: id.into(),
+            secret,
+        }
+    }
+
+    /// The printable id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The secret, for building the one request header that needs it.
+    pub fn expose(&self) -> &str {
+        self.secret.expose_secret()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    #[test]
+    fn api_keys_never_print_their_secret() {
+        let key = ApiKey::new("deepseek#1", SecretString::from("sk-live-123456"));
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("sk-live"), "{shown}");
+        assert!(shown.contains("deepseek#1"));
+        assert_eq!(key.expose(), "sk-live-123456");
+    }
+
+    #[tokio::test]
+    async fn collecting_a_stream_joins_text_and_keeps_the_last_usage() {
+        let usage = Usage {
+            input_tokens: 5,
+            output_tokens: 2,
+            ..Usage::default()
+        };
+        let events = vec![
+            Ok(StreamEvent::Reasoning("think".into())),
+            Ok(StreamEvent::Text("Hel".into())),
+            Ok(StreamEvent::Text("lo".into())),
+            Ok(StreamEvent::Usage(usage)),
+            Ok(StreamEvent::Finish(FinishReason::Stop)),
+        ];
+        let r = collect_stream("m", Box::pin(stream::iter(events)))
+            .await
+            .expect("complete");
+        assert_eq!(r.text, "Hello");
+        assert_eq!(r.reasoning.as_deref(), Some("think"));
+        assert_eq!(r.usage, usage);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_finish_is_an_error() {
+        let events = vec![Ok(StreamEvent::Text("Hel".into()))];
+        let err = collect_stream("m", Box::pin(stream::iter(events)))
+            .await
+            .expect_err("truncated");
+        assert_eq!(err.kind(), "decode");
+    }
+}
