@@ -1,0 +1,467 @@
+//! Running a plan as a DAG: ready steps run concurrently up to a bound, each gets its
+//! successful dependencies' outputs, and a step whose dependency did not succeed is skipped.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aetherflow_domain::plan::{StepBehaviour, ValidPlan};
+use aetherflow_domain::run::{
+    Attempt, AttemptError, Mode, REPORT_SCHEMA_VERSION, RunReport, StepReport, StepStatus,
+};
+use aetherflow_domain::{Money, RunId};
+use aetherflow_provider::{ChatRequest, FinishReason, Message, StepHint};
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::RunError;
+use crate::events::{EventSink, RunEvent};
+use crate::output::RunDir;
+use crate::prompt::{PromptInput, system_prompt, user_prompt};
+use crate::routing::{ProviderSet, Target};
+use crate::workspace::Workspace;
+
+/// How a run is carried out.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Execution mode, recorded in the report (routing by mode arrives with resilience).
+    pub mode: Mode,
+    /// Most steps in flight at once.
+    pub concurrency: NonZeroUsize,
+    /// Where run folders go (`<out>/<task_id>/<run_id>/`); `None` writes nothing.
+    pub out_dir: Option<PathBuf>,
+    /// Upper bound on each answer's tokens.
+    pub max_output_tokens: Option<u32>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            mode: Mode::default(),
+            concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            out_dir: None,
+            max_output_tokens: Some(8192),
+        }
+    }
+}
+
+/// What a finished (or cancelled) run leaves behind.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The report, also written as `report.json` when there is a run folder.
+    pub report: RunReport,
+    /// The run folder, when one was written.
+    pub run_dir: Option<PathBuf>,
+    /// Each step's output text, by step index (`None` when it produced none).
+    pub outputs: Vec<Option<Arc<str>>>,
+}
+
+/// Runs plans against a set of providers inside one workspace.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    providers: ProviderSet,
+    workspace: Arc<Workspace>,
+}
+
+struct Shared {
+    plan: Arc<ValidPlan>,
+    workspace: Arc<Workspace>,
+    max_output_tokens: Option<u32>,
+}
+
+struct Execution {
+    index: usize,
+    report: StepReport,
+    output: Option<Arc<str>>,
+}
+
+impl Orchestrator {
+    /// An orchestrator using `providers`, reading context from `workspace`.
+    pub fn new(providers: ProviderSet, workspace: Workspace) -> Self {
+        Orchestrator {
+            providers,
+            workspace: Arc::new(workspace),
+        }
+    }
+
+    /// The providers this orchestrator routes to.
+    pub fn providers(&self) -> &ProviderSet {
+        &self.providers
+    }
+
+    /// Runs `plan` to the end, or until `cancel` fires; either way the report is complete and,
+    /// with an output folder, written.
+    pub async fn run(
+        &self,
+        plan: Arc<ValidPlan>,
+        options: &RunOptions,
+        events: EventSink,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome, RunError> {
+        let run_id = RunId::new();
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let steps = plan.steps();
+        let n = steps.len();
+
+        let run_dir = match &options.out_dir {
+            Some(out) => Some(RunDir::create(out, &plan.plan().task_id, run_id).await?),
+            None => None,
+        };
+
+        events.emit(RunEvent::RunStarted {
+            run_id,
+            task_id: plan.plan().task_id.clone(),
+            steps: n,
+            mode: options.mode,
+        });
+
+        let shared = Arc::new(Shared {
+            plan: Arc::clone(&plan),
+            workspace: Arc::clone(&self.workspace),
+            max_output_tokens: options.max_output_tokens,
+        });
+        let mut reports: Vec<StepReport> = steps
+            .iter()
+            .map(|s| StepReport::pending(s.id.clone(), s.step_type))
+            .collect();
+        let mut outputs: Vec<Option<Arc<str>>> = vec![None; n];
+        let mut waiting_on: Vec<usize> = (0..n).map(|i| plan.dependencies_of(i).len()).collect();
+        let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+        let mut running: JoinSet<Execution> = JoinSet::new();
+        let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut cancelled = false;
+        let limit = options.concurrency.get();
+
+        loop {
+            while !cancelled && running.len() < limit {
+                let Some(i) = ready.pop_front() else { break };
+                if let Some(reason) = blocked_by(&plan, &reports, i) {
+                    reports[i].status = StepStatus::Skipped;
+                    reports[i].reason = Some(reason.clone());
+                    events.emit(RunEvent::StepSkipped {
+                        step_id: reports[i].id.clone(),
+                        reason,
+                    });
+                    release(&plan, i, &mut waiting_on, &mut ready);
+                    continue;
+                }
+                let target = match self.providers.route(&steps[i]) {
+                    Ok(t) => t,
+                    Err(reason) => {
+                        finish(&mut reports[i], StepStatus::Failed, reason, &events);
+                        release(&plan, i, &mut waiting_on, &mut ready);
+                        continue;
+                    }
+                };
+                events.emit(RunEvent::StepStarted {
+                    step_id: reports[i].id.clone(),
+                    provider: target.name.clone(),
+                    model: target.entry.model.clone(),
+                });
+                reports[i].status = StepStatus::Running;
+                let deps: Vec<(String, Arc<str>)> = plan
+                    .dependencies_of(i)
+                    .iter()
+                    .filter_map(|&d| {
+                        outputs[d]
+                            .as_ref()
+                            .map(|o| (steps[d].id.to_string(), Arc::clone(o)))
+                    })
+                    .collect();
+                let handle = running.spawn(execute(Arc::clone(&shared), i, target, deps));
+                running_index.insert(handle.id(), i);
+            }
+
+            if running.is_empty() {
+                break;
+            }
+
+            tokio::select! {
+                biased;
+                () = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    running.abort_all();
+                }
+                joined = running.join_next_with_id() => {
+                    let Some(joined) = joined else { continue };
+                    let (index, execution) = match joined {
+                        Ok((id, execution)) => {
+                            running_index.remove(&id);
+                            (execution.index, Some(execution))
+                        }
+                        Err(e) => (running_index.remove(&e.id()).unwrap_or(usize::MAX), None),
+                    };
+                    if index == usize::MAX {
+                        continue;
+                    }
+                    match execution {
+                        Some(Execution { report, output, .. }) => {
+                            reports[index] = report;
+                            if let (Some(dir), Some(text)) = (&run_dir, &output) {
+                                match dir.write_step_output(&reports[index].id, text).await {
+                                    Ok(name) => reports[index].output_file = Some(name),
+                                    Err(e) => tracing::warn!(step = %reports[index].id, error = %e, "could not write step output"),
+                                }
+                            }
+                            outputs[index] = output;
+                            events.emit(RunEvent::StepFinished {
+                                step_id: reports[index].id.clone(),
+                                status: reports[index].status,
+                                usage: reports[index].usage,
+                                cost: reports[index].cost,
+                                duration: reports[index].duration,
+                                reason: reports[index].reason.clone(),
+                            });
+                        }
+                        None if cancelled => finish(
+                            &mut reports[index],
+                            StepStatus::Cancelled,
+                            "cancelled while running".into(),
+                            &events,
+                        ),
+                        None => finish(
+                            &mut reports[index],
+                            StepStatus::Failed,
+                            "the step's task stopped unexpectedly (a bug: please report it)".into(),
+                            &events,
+                        ),
+                    }
+                    release(&plan, index, &mut waiting_on, &mut ready);
+                }
+            }
+        }
+
+        for r in &mut reports {
+            if !r.status.is_final() {
+                r.status = StepStatus::Cancelled;
+                r.reason = Some("the run was cancelled before this step started".into());
+            }
+        }
+        let (totals, status) = RunReport::summarise(&reports, cancelled);
+        let report = RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            run_id,
+            task_id: plan.plan().task_id.clone(),
+            description: plan.plan().description.clone(),
+            mode: options.mode,
+            status,
+            started_at,
+            finished_at: Utc::now(),
+            duration: clock.elapsed(),
+            steps: reports,
+            totals: totals.clone(),
+            warnings: plan.warnings().to_vec(),
+            metadata: plan.plan().metadata.clone().into_iter().collect(),
+        };
+        if let Some(dir) = &run_dir {
+            dir.write_report(&report).await?;
+        }
+        events.emit(RunEvent::RunFinished {
+            run_id,
+            status,
+            totals,
+        });
+        Ok(RunOutcome {
+            report,
+            run_dir: run_dir.map(RunDir::into_path),
+            outputs,
+        })
+    }
+}
+
+/// Why step `i` cannot run, when one of its dependencies did not succeed.
+fn blocked_by(plan: &ValidPlan, reports: &[StepReport], i: usize) -> Option<String> {
+    plan.dependencies_of(i).iter().find_map(|&d| {
+        let dep = &reports[d];
+        let how = match dep.status {
+            StepStatus::Succeeded => return None,
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "was skipped",
+            _ => "did not finish",
+        };
+        Some(format!("dependency `{}` {how}", dep.id))
+    })
+}
+
+fn release(plan: &ValidPlan, i: usize, waiting_on: &mut [usize], ready: &mut VecDeque<usize>) {
+    for &next in plan.dependents_of(i) {
+        waiting_on[next] -= 1;
+        if waiting_on[next] == 0 {
+            ready.push_back(next);
+        }
+    }
+}
+
+fn finish(report: &mut StepReport, status: StepStatus, reason: String, events: &EventSink) {
+    report.status = status;
+    report.reason = Some(reason.clone());
+    events.emit(RunEvent::StepFinished {
+        step_id: report.id.clone(),
+        status,
+        usage: report.usage,
+        cost: report.cost,
+        duration: report.duration,
+        reason: Some(reason),
+    });
+}
+
+/// One step: gather context, ask the provider once, record the attempt.
+async fn execute(
+    shared: Arc<Shared>,
+    index: usize,
+    target: Target,
+    deps: Vec<(String, Arc<str>)>,
+) -> Execution {
+    let plan = shared.plan.plan();
+    let step = &plan.steps[index];
+    let mut report = StepReport::pending(step.id.clone(), step.step_type);
+    report.status = StepStatus::Running;
+    report.started_at = Some(Utc::now());
+    let clock = Instant::now();
+
+    let fail = |mut report: StepReport, reason: String, clock: Instant| {
+        report.status = StepStatus::Failed;
+        report.reason = Some(reason);
+        report.duration = clock.elapsed();
+        Execution {
+            index,
+            report,
+            output: None,
+        }
+    };
+
+    let behaviour = step.step_type.behaviour();
+    let ctx = &step.context;
+    let (inputs, targets) = if ctx.files.is_empty() && ctx.input_files.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        // Analysis reads its `files`; other steps read the current content of the files they
+        // will change, when those exist. `input_files` must exist.
+        let mut input_entries: Vec<(String, bool)> =
+            ctx.input_files.iter().map(|p| (p.clone(), true)).collect();
+        let mut target_entries: Vec<(String, bool)> = Vec::new();
+        for f in &ctx.files {
+            if behaviour == StepBehaviour::Analyse {
+                input_entries.push((f.clone(), false));
+            } else {
+                target_entries.push((f.clone(), false));
+            }
+        }
+        let ws = Arc::clone(&shared.workspace);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut budget = ws.limits().max_total_bytes;
+            let inputs = ws.read(&input_entries, &mut budget)?;
+            let targets = ws.read(&target_entries, &mut budget)?;
+            Ok::<_, crate::workspace::WorkspaceError>((inputs, targets))
+        })
+        .await;
+        match read {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => return fail(report, format!("context: {e}"), clock),
+            Err(e) => {
+                return fail(
+                    report,
+                    format!("context: reading files stopped: {e}"),
+                    clock,
+                );
+            }
+        }
+    };
+
+    let dependency_outputs: Vec<(&str, &str)> = deps
+        .iter()
+        .map(|(id, text)| (id.as_str(), &**text))
+        .collect();
+    let prompt = user_prompt(&PromptInput {
+        plan,
+        step,
+        dependency_outputs: &dependency_outputs,
+        inputs: &inputs,
+        targets: &targets,
+    });
+    let request = ChatRequest {
+        model: target.entry.model.clone(),
+        system: Some(system_prompt(behaviour).to_owned()),
+        messages: vec![Message::user(prompt)],
+        max_output_tokens: shared.max_output_tokens,
+        step: Some(StepHint {
+            step_id: step.id.to_string(),
+            step_type: step.step_type.to_string(),
+            summary: step
+                .description
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            files: ctx.files.clone(),
+            language: ctx.language.clone(),
+        }),
+        ..ChatRequest::default()
+    };
+
+    let provider = &target.entry.provider;
+    let attempt_start = Utc::now();
+    let call_clock = Instant::now();
+    let result = provider.chat(&request).await;
+    let latency = call_clock.elapsed();
+    let mut attempt = Attempt {
+        provider: target.name.clone(),
+        model: target.entry.model.clone(),
+        key_id: None,
+        started_at: attempt_start,
+        latency,
+        usage: Default::default(),
+        cost: Money::ZERO,
+        error: None,
+    };
+    match result {
+        Ok(response) => {
+            let price = provider.price(&response.model).unwrap_or_else(|| {
+                tracing::warn!(provider = %target.name, model = %response.model, "no price known for this model; its cost is recorded as zero");
+                aetherflow_domain::Price::FREE
+            });
+            attempt.model = response.model.clone();
+            attempt.usage = response.usage;
+            attempt.cost = response.usage.cost(&price);
+            report.usage = attempt.usage;
+            report.cost = attempt.cost;
+            report.provider = Some(target.name.clone());
+            report.model = Some(response.model.clone());
+            report.finish_reason = Some(response.finish_reason.to_string());
+            report.attempts.push(attempt);
+            report.duration = clock.elapsed();
+            let problem = match response.finish_reason {
+                FinishReason::MaxTokens => Some(
+                    "the answer was cut at the output token limit; raise max_output_tokens or split the step",
+                ),
+                FinishReason::ContentFilter => Some("the provider filtered the answer"),
+                _ if response.text.trim().is_empty() => {
+                    Some("the provider returned an empty answer")
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return fail(report, problem.to_owned(), clock);
+            }
+            report.status = StepStatus::Succeeded;
+            Execution {
+                index,
+                report,
+                output: Some(Arc::from(response.text)),
+            }
+        }
+        Err(error) => {
+            attempt.error = Some(AttemptError {
+                kind: error.kind().to_owned(),
+                retryable: error.is_retryable(),
+                message: error.to_string(),
+            });
+            report.attempts.push(attempt);
+            fail(report, format!("{} ({})", error, target.name), clock)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Which provider and model answer a step: the configured default, or the step's own
+//! `context.provider` when that provider is configured.
+//!
+//! Retries, fallback chains and the original's routing tables by size and mode belong to the
+//! resilience crate; this module only picks the first target.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aetherflow_domain::plan::Step;
+use aetherflow_provider::Provider;
+
+/// The canonical name for a provider as written in plans and config (`moonshot` → `kimi`,
+/// `mistral` → `codestral`, case-insensitive).
+pub fn canonical_provider_name(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "moonshot" | "kimi" => "kimi".to_owned(),
+        "mistral" | "codestral" => "codestral".to_owned(),
+        "google" | "gemini" => "gemini".to_owned(),
+        _ => lower,
+    }
+}
+
+/// A configured provider and the model it uses by default.
+#[derive(Clone)]
+pub struct ProviderEntry {
+    /// The adapter.
+    pub provider: Arc<dyn Provider>,
+    /// The model asked for when a step does not say.
+    pub model: String,
+}
+
+impl fmt::Debug for ProviderEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderEntry")
+            .field("provider", &self.provider.name())
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+/// Where one step's request goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The provider's canonical name.
+    pub name: String,
+    /// The adapter and model.
+    pub entry: ProviderEntry,
+}
+
+/// The providers a run may use.
+#[derive(Debug, Clone)]
+pub struct ProviderSet {
+    entries: BTreeMap<String, ProviderEntry>,
+    default: String,
+    offline: bool,
+}
+
+impl ProviderSet {
+    /// A set whose default is `name`.
+    pub fn new(name: &str, entry: ProviderEntry) -> Self {
+        let name = canonical_provider_name(name);
+        ProviderSet {
+            entries: BTreeMap::from([(name.clone(), entry)]),
+            default: name,
+            offline: false,
+        }
+    }
+
+    /// An offline set: every step goes to `entry` (the mock), whatever its `context.provider`.
+    pub fn offline(entry: ProviderEntry) -> Self {
+        ProviderSet {
+            offline: true,
+            ..ProviderSet::new(aetherflow_provider::mock::MOCK_PROVIDER, entry)
+        }
+    }
+
+    /// Adds another provider a step may ask for.
+    pub fn with(mut self, name: &str, entry: ProviderEntry) -> Self {
+        self.entries.insert(canonical_provider_name(name), entry);
+        self
+    }
+
+    /// The configured names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    /// True when every step is answered by the offline mock.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// The target for `step`, or why there is none.
+    pub fn route(&self, step: &Step) -> Result<Target, String> {
+        let wanted = match (&step.context.provider, self.offline) {
+            (Some(p), false) => canonical_provider_name(p),
+            _ => self.default.clone(),
+        };
+        match self.entries.get(&wanted) {
+            Some(entry) => Ok(Target {
+                name: wanted,
+                entry: entry.clone(),
+            }),
+            None => Err(format!(
+                "context.provider `{wanted}` is not configured (configured: {}); set its API key \
+                 or remove the override",
+                self.names().join(", ")
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aetherflow_domain::plan::{PlanFormat, parse_plan};
+    use aetherflow_provider::mock::MockProvider;
+
+    fn step(provider: Option<&str>) -> Step {
+        let ctx = provider.map_or(String::new(), |p| {
+            format!(r#","context":{{"provider":"{p}"}}"#)
+        });
+        let text = format!(
+            r#"{{"task_id":"t","description":"d","steps":[{{"id":"a","description":"x","type":"analysis"{ctx}}}]}}"#
+        );
+        parse_plan(&text, PlanFormat::Json)
+            .expect("parses")
+            .0
+            .steps
+            .remove(0)
+    }
+
+    fn entry(model: &str) -> ProviderEntry {
+        ProviderEntry {
+            provider: Arc::new(MockProvider::default()),
+            model: model.into(),
+        }
+    }
+
+    #[test]
+    fn step_override_is_honoured_when_configured() {
+        let set = ProviderSet::new("deepseek", entry("deepseek-chat"))
+            .with("Gemini", entry("gemini-2.5-flash"));
+        assert_eq!(set.route(&step(None)).expect("default").name, "deepseek");
+        let t = set.route(&step(Some("gemini"))).expect("override");
+        assert_eq!(
+            (t.name.as_str(), t.entry.model.as_str()),
+            ("gemini", "gemini-2.5-flash")
+        );
+    }
+
+    #[test]
+    fn unconfigured_override_says_what_is_configured() {
+        let set = ProviderSet::new("deepseek", entry("deepseek-chat"));
+        let err = set
+            .route(&step(Some("codestral")))
+            .expect_err("not configured");
+        assert!(
+            err.contains("`codestral` is not configured (configured: deepseek)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn offline_sends_everything_to_the_mock() {
+        let set = ProviderSet::offline(entry("mock-1"));
+        assert_eq!(set.route(&step(Some("gemini"))).expect("mock").name, "mock");
+    }
+
+    #[test]
+    fn provider_aliases_are_canonical() {
+        assert_eq!(canonical_provider_name("Moonshot"), "kimi");
+        assert_eq!(canonical_provider_name("mistral"), "codestral");
+        assert_eq!(canonical_provider_name("groq"), "groq");
+    }
+}

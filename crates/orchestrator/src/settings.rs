@@ -1,0 +1,441 @@
+//! Typed configuration shared by the CLI and the API, layered with the `config` crate:
+//! built-in defaults → `aetherflow.toml` → `AETHERFLOW_*` environment → command-line flags.
+//!
+//! This module never reads the process environment itself: binaries pass the variables in, so
+//! tests can give any environment and libraries stay free of global state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aetherflow_domain::run::Mode;
+use aetherflow_provider::ApiKey;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::workspace::ContextLimits;
+
+/// Everything configurable, with defaults that work offline out of the box.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// How runs are carried out.
+    pub run: RunSettings,
+    /// Limits on workspace files put into prompts.
+    pub context: ContextSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The offline mock provider.
+    pub mock: MockSettings,
+    /// The HTTP server (`aetherflow-api`).
+    pub server: ServerSettings,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// `fast`, `build` or `double-check`.
+    pub mode: Mode,
+    /// Most steps in flight at once (1–1024).
+    pub concurrency: usize,
+    /// Where run folders are written.
+    pub out_dir: PathBuf,
+    /// Upper bound on each answer's tokens.
+    pub max_output_tokens: u32,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            mode: Mode::Build,
+            concurrency: 4,
+            out_dir: PathBuf::from("runs"),
+            max_output_tokens: 8192,
+        }
+    }
+}
+
+/// `[context]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextSettings {
+    /// Largest single context file, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest sum of one step's context files, in bytes.
+    pub max_total_bytes: u64,
+    /// Most files one pattern or folder may expand to.
+    pub max_files_per_pattern: usize,
+}
+
+impl Default for ContextSettings {
+    fn default() -> Self {
+        let d = ContextLimits::default();
+        ContextSettings {
+            max_file_bytes: d.max_file_bytes,
+            max_total_bytes: d.max_total_bytes,
+            max_files_per_pattern: d.max_files_per_pattern,
+        }
+    }
+}
+
+impl ContextSettings {
+    /// As workspace limits.
+    pub fn limits(&self) -> ContextLimits {
+        ContextLimits {
+            max_file_bytes: self.max_file_bytes,
+            max_total_bytes: self.max_total_bytes,
+            max_files_per_pattern: self.max_files_per_pattern,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How often the log file rolls over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRotation {
+    /// A new file every hour.
+    Hourly,
+    /// A new file every day.
+    #[default]
+    Daily,
+    /// One file, never rotated.
+    Never,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter: `warn`, `info`, `aetherflow_orchestrator=debug,info`, …
+    pub level: String,
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// Folder for a rotating log file, in addition to standard error.
+    pub dir: Option<PathBuf>,
+    /// `hourly`, `daily` or `never`.
+    pub rotation: LogRotation,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "warn".into(),
+            format: LogFormat::Human,
+            dir: None,
+            rotation: LogRotation::Daily,
+        }
+    }
+}
+
+/// `[mock]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MockSettings {
+    /// Latency added to every mock call, in milliseconds.
+    pub latency_ms: u64,
+    /// A YAML script of replies and failures per step.
+    pub script: Option<PathBuf>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or environment did not match the schema.
+    #[error("configuration: {0} (see aetherflow.example.toml for every key)")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("configuration: `{key}` {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong and what to use.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads settings from the defaults, then `file` (which must exist when given; otherwise
+    /// `aetherflow.toml` in `dir` when present), then `AETHERFLOW_*` entries of `env`
+    /// (`AETHERFLOW_RUN__CONCURRENCY=8` sets `run.concurrency`).
+    pub fn load(
+        file: Option<&Path>,
+        dir: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        match file {
+            Some(path) => {
+                builder = builder.add_source(config::File::from(path).required(true));
+            }
+            None => {
+                let default = dir.join("aetherflow.toml");
+                builder = builder.add_source(config::File::from(default).required(false));
+            }
+        }
+        let prefixed: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("AETHERFLOW_") && k.contains("__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("AETHERFLOW")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(prefixed)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges that the types alone do not.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        if !(1..=1024).contains(&self.run.concurrency) {
+            return Err(SettingsError::Invalid {
+                key: "run.concurrency",
+                message: format!("is {}: use 1 to 1024", self.run.concurrency),
+            });
+        }
+        if self.run.max_output_tokens == 0 {
+            return Err(SettingsError::Invalid {
+                key: "run.max_output_tokens",
+                message: "is 0: use a positive number of tokens".into(),
+            });
+        }
+        if self.context.max_file_bytes == 0 || self.context.max_total_bytes == 0 {
+            return Err(SettingsError::Invalid {
+                key: "context.max_file_bytes",
+                message: "and context.max_total_bytes must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Each provider and the environment variables its keys are read from, in priority order.
+pub const KEY_VARIABLES: &[(&str, &[&str])] = &[
+    ("deepseek", &["DEEPSEEK_API_KEY"]),
+    ("gemini", &["GEMINI_API_KEY", "GOOGLE_API_KEY"]),
+    ("groq", &["GROQ_API_KEY"]),
+    ("codestral", &["CODESTRAL_API_KEY", "MISTRAL_API_KEY"]),
+    ("kimi", &["MOONSHOT_API_KEY", "KIMI_API_KEY", "KIMI_KEY"]),
+];
+
+/// Provider keys found in the environment. Several keys for one provider may be given
+/// comma-separated; each gets an id (`deepseek#1`, `deepseek#2`) for reports and logs.
+#[derive(Clone, Default)]
+pub struct ProviderKeys {
+    keys: BTreeMap<&'static str, Vec<ApiKey>>,
+}
+
+impl ProviderKeys {
+    /// Reads the variables of [`KEY_VARIABLES`] from `env`; the first non-empty one wins.
+    pub fn from_env(env: &HashMap<String, String>) -> Self {
+        let mut keys = BTreeMap::new();
+        for (provider, vars) in KEY_VARIABLES {
+            let Some(value) = vars
+                .iter()
+                .filter_map(|v| env.get(*v))
+                .find(|v| !v.trim().is_empty())
+            else {
+                continue;
+            };
+            let pool: Vec<ApiKey> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .enumerate()
+                .map(|(i, k)| {
+                    ApiKey::new(
+                        format!("{provider}#{}", i + 1),
+                        SecretString::from(k.to_owned()),
+                    )
+                })
+                .collect();
+            if !pool.is_empty() {
+                keys.insert(*provider, pool);
+            }
+        }
+        ProviderKeys { keys }
+    }
+
+    /// Providers with at least one key, sorted.
+    pub fn configured(&self) -> Vec<&'static str> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// The key pool of `provider`.
+    pub fn get(&self, provider: &str) -> Option<&[ApiKey]> {
+        self.keys.get(provider).map(Vec::as_slice)
+    }
+
+    /// True when no provider has a key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// What to do when no key is configured.
+    pub fn missing_help() -> String {
+        let vars: Vec<String> = KEY_VARIABLES
+            .iter()
+            .map(|(_, vars)| match vars {
+                [one] => (*one).to_owned(),
+                [first, rest @ ..] => format!("{first} (or {})", rest.join(", ")),
+                [] => String::new(),
+            })
+            .collect();
+        format!(
+            "no provider API key is configured: set one of {} (in the environment or a .env \
+             file), or pass --offline to use the built-in mock provider",
+            vars.join(", ")
+        )
+    }
+}
+
+impl fmt::Debug for ProviderKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.keys
+                    .iter()
+                    .map(|(p, pool)| (p, pool.iter().map(ApiKey::id).collect::<Vec<_>>())),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_without_any_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = Settings::load(None, dir.path(), &HashMap::new()).expect("defaults");
+        assert_eq!(s.run.concurrency, 4);
+        assert_eq!(s.run.mode, Mode::Build);
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join("aetherflow.toml"),
+            "[run]\nconcurrency = 2\nmode = \"fast\"\n[log]\nlevel = \"debug\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(
+            None,
+            dir.path(),
+            &env(&[("AETHERFLOW_RUN__CONCURRENCY", "9")]),
+        )
+        .expect("layered");
+        assert_eq!(s.run.concurrency, 9, "environment beats the file");
+        assert_eq!(s.run.mode, Mode::Fast, "file beats the default");
+        assert_eq!(s.log.level, "debug");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let err = Settings::load(
+            None,
+            dir.path(),
+            &env(&[("AETHERFLOW_RUN__CONCURRENCY", "0")]),
+        )
+        .expect_err("zero");
+        assert!(err.to_string().contains("`run.concurrency` is 0"), "{err}");
+        std::fs::write(
+            dir.path().join("aetherflow.toml"),
+            "[run]\nconcurency = 2\n",
+        )
+        .expect("write");
+        let err = Settings::load(None, dir.path(), &HashMap::new()).expect_err("typo");
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn an_explicit_config_file_must_exist() {
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("nope.toml");
+        assert!(Settings::load(Some(&missing), dir.path(), &HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn keys_come_from_the_usual_variables_and_never_print() {
+        let keys = ProviderKeys::from_env(&env(&[
+            ("GOOGLE_API_KEY", "g-secret"),
+            ("KIMI_KEY", "k-secret-1, k-secret-2"),
+            ("GROQ_API_KEY", "  "),
+        ]));
+        assert_eq!(keys.configured(), ["gemini", "kimi"]);
+        let kimi = keys.get("kimi").expect("kimi pool");
+        assert_eq!(kimi.len(), 2);
+        assert_eq!(kimi[1].id(), "kimi#2");
+        assert_eq!(kimi[1].expose(), "k-secret-2");
+        let shown = format!("{keys:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn the_preferred_variable_wins() {
+        let keys = ProviderKeys::from_env(&env(&[
+            ("GEMINI_API_KEY", "first"),
+            ("GOOGLE_API_KEY", "second"),
+        ]));
+        assert_eq!(keys.get("gemini").expect("pool")[0].expose(), "first");
+    }
+
+    #[test]
+    fn missing_help_names_every_variable_and_offline() {
+        let help = ProviderKeys::missing_help();
+        for var in [
+            "DEEPSEEK_API_KEY",
+            "GOOGLE_API_KEY",
+            "GROQ_API_KEY",
+            "MISTRAL_API_KEY",
+            "KIMI_KEY",
+            "--offline",
+        ] {
+            assert!(help.contains(var), "{var} missing from: {help}");
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The orchestrator against the built-in mock provider: scheduling, skipping, context, events,
+//! cancellation and the run folder.
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aetherflow_domain::Price;
+use aetherflow_domain::plan::{PlanFormat, ValidPlan, load_plan};
+use aetherflow_domain::run::{RunStatus, StepStatus};
+use aetherflow_orchestrator::workspace::{ContextLimits, Workspace};
+use aetherflow_orchestrator::{
+    EventSink, Orchestrator, ProviderEntry, ProviderSet, RunEvent, RunOptions, mock_provider_set,
+};
+use aetherflow_provider::mock::{MockProvider, MockScript};
+use aetherflow_provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError};
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+fn plan(json: &str) -> Arc<ValidPlan> {
+    Arc::new(load_plan(json, PlanFormat::Json).expect("valid test plan"))
+}
+
+fn chain_with_side_branch() -> Arc<ValidPlan> {
+    plan(
+        r#"{"task_id":"t","description":"Project","steps":[
+        {"id":"a","description":"first","type":"code_generation","context":{"files":["a.py"]}},
+        {"id":"b","description":"second","type":"code_generation","dependencies":["a"],"context":{"files":["b.py"]}},
+        {"id":"c","description":"third","type":"analysis","dependencies":["b"]},
+        {"id":"side","description":"independent","type":"analysis"}]}"#,
+    )
+}
+
+fn workspace() -> (tempfile::TempDir, Workspace) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ws = Workspace::open(dir.path(), ContextLimits::default()).expect("workspace");
+    (dir, ws)
+}
+
+fn scripted(yaml: &str) -> MockProvider {
+    MockProvider::new(
+        MockScript::from_yaml(yaml, "<test>").expect("valid script"),
+        Duration::ZERO,
+    )
+}
+
+/// Wraps the mock to see what the orchestrator sends and how many calls overlap.
+#[derive(Default)]
+struct Recording {
+    inner: MockProvider,
+    requests: Mutex<Vec<ChatRequest>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[async_trait]
+impl Provider for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn price(&self, _model: &str) -> Option<Price> {
+        Some(Price {
+            input_per_mtok: aetherflow_domain::Money::from_micros(1_000_000),
+            cached_input_per_mtok: aetherflow_domain::Money::ZERO,
+            output_per_mtok: aetherflow_domain::Money::from_micros(2_000_000),
+        })
+    }
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        self.requests.lock().expect("lock").push(request.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = self.inner.chat(request).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        answer
+    }
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        self.inner.chat_stream(request).await
+    }
+}
+
+fn recording_set(provider: Arc<Recording>) -> ProviderSet {
+    ProviderSet::new(
+        "recording",
+        ProviderEntry {
+            provider,
+            model: "rec-1".into(),
+        },
+    )
+}
+
+async fn run(
+    orchestrator: &Orchestrator,
+    plan: Arc<ValidPlan>,
+    options: &RunOptions,
+) -> (aetherflow_orchestrator::RunOutcome, Vec<RunEvent>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let outcome = orchestrator
+        .run(plan, options, EventSink::new(tx), CancellationToken::new())
+        .await
+        .expect("run completes");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (outcome, events)
+}
+
+#[tokio::test]
+async fn skipped_when_dependency_failed() {
+    let (_d, ws) = workspace();
+    let mock = scripted("steps:\n  a:\n    - error: auth\n      message: bad key\n");
+    let orchestrator = Orchestrator::new(mock_provider_set(mock), ws);
+    let (outcome, events) = run(
+        &orchestrator,
+        chain_with_side_branch(),
+        &RunOptions::default(),
+    )
+    .await;
+    let steps = &outcome.report.steps;
+    assert_eq!(steps[0].status, StepStatus::Failed);
+    assert!(
+        steps[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("bad key")
+    );
+    assert_eq!(
+        steps[0].attempts[0].error.as_ref().map(|e| e.kind.as_str()),
+        Some("auth")
+    );
+    assert_eq!(steps[1].status, StepStatus::Skipped);
+    assert_eq!(steps[1].reason.as_deref(), Some("dependency `a` failed"));
+    assert_eq!(steps[2].status, StepStatus::Skipped);
+    assert_eq!(
+        steps[2].reason.as_deref(),
+        Some("dependency `b` was skipped")
+    );
+    assert!(
+        steps[1].attempts.is_empty(),
+        "a skipped step must not call a provider"
+    );
+    assert_eq!(steps[3].status, StepStatus::Succeeded);
+    assert_eq!(outcome.report.status, RunStatus::Failed);
+    assert_eq!(outcome.report.totals.skipped, 2);
+    let skipped: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::StepSkipped { .. }))
+        .collect();
+    assert_eq!(skipped.len(), 2);
+}
+
+#[tokio::test]
+async fn each_step_receives_its_dependencies_outputs() {
+    let (_d, ws) = workspace();
+    let recording = Arc::new(Recording {
+        inner: scripted(
+            "steps:\n  a:\n    - text: \"```python path=a.py\\nA_MARKER = 1\\n```\\n\"\n",
+        ),
+        ..Recording::default()
+    });
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let (outcome, _) = run(
+        &orchestrator,
+        chain_with_side_branch(),
+        &RunOptions::default(),
+    )
+    .await;
+    assert_eq!(outcome.report.status, RunStatus::Succeeded);
+    let requests = recording.requests.lock().expect("lock");
+    let b = requests
+        .iter()
+        .find(|r| r.step.as_ref().map(|s| s.step_id.as_str()) == Some("b"))
+        .expect("b was asked");
+    let prompt = &b.messages[0].content;
+    assert!(prompt.contains("## Output of step a"), "{prompt}");
+    assert!(prompt.contains("A_MARKER = 1"), "{prompt}");
+    assert!(prompt.contains("## Project context\n\nProject"), "{prompt}");
+    let side = requests
+        .iter()
+        .find(|r| r.step.as_ref().map(|s| s.step_id.as_str()) == Some("side"))
+        .expect("side was asked");
+    assert!(!side.messages[0].content.contains("## Output of step"));
+    // Cost follows the provider's price: 1 $/M input, 2 $/M output, rounded up per call.
+    let s = &outcome.report.steps[0];
+    assert_eq!(s.provider.as_deref(), Some("recording"));
+    assert_eq!(s.model.as_deref(), Some("rec-1"));
+    assert!(s.cost.as_micros() >= s.usage.input_tokens + 2 * s.usage.output_tokens);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded() {
+    let steps: Vec<String> = (0..12)
+        .map(|i| format!(r#"{{"id":"s{i}","description":"x","type":"analysis"}}"#))
+        .collect();
+    let wide = plan(&format!(
+        r#"{{"task_id":"wide","description":"d","steps":[{}]}}"#,
+        steps.join(",")
+    ));
+    for limit in [1usize, 3, 5] {
+        let (_d, ws) = workspace();
+        let recording = Arc::new(Recording::default());
+        let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+        let options = RunOptions {
+            concurrency: NonZeroUsize::new(limit).expect("non-zero"),
+            ..RunOptions::default()
+        };
+        let (outcome, _) = run(&orchestrator, Arc::clone(&wide), &options).await;
+        assert_eq!(outcome.report.totals.succeeded, 12);
+        assert_eq!(recording.max_in_flight.load(Ordering::SeqCst), limit);
+    }
+}
+
+#[tokio::test]
+async fn the_run_folder_holds_the_report_and_each_output() {
+    let (_d, ws) = workspace();
+    let out = tempfile::tempdir().expect("out dir");
+    let orchestrator = Orchestrator::new(mock_provider_set(MockProvider::default()), ws);
+    let options = RunOptions {
+        out_dir: Some(out.path().to_path_buf()),
+        ..RunOptions::default()
+    };
+    let (outcome, _) = run(&orchestrator, chain_with_side_branch(), &options).await;
+    let dir = outcome.run_dir.expect("run folder");
+    assert_eq!(dir.parent().expect("task folder"), out.path().join("t"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report written"))
+            .expect("report is JSON");
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["steps"].as_array().map(Vec::len), Some(4));
+    assert_eq!(report["steps"][0]["output_file"], "a.md");
+    let a = std::fs::read_to_string(dir.join("a.md")).expect("output written");
+    assert!(a.contains("```python path=a.py"), "{a}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_stops_the_run_and_still_reports() {
+    let (_d, ws) = workspace();
+    let out = tempfile::tempdir().expect("out dir");
+    let slow = MockProvider::new(MockScript::default(), Duration::from_secs(10));
+    let orchestrator = Orchestrator::new(mock_provider_set(slow), ws);
+    let options = RunOptions {
+        out_dir: Some(out.path().to_path_buf()),
+        concurrency: NonZeroUsize::new(1).expect("non-zero"),
+        ..RunOptions::default()
+    };
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel();
+    });
+    let outcome = orchestrator
+        .run(
+            chain_with_side_branch(),
+            &options,
+            EventSink::none(),
+            cancel,
+        )
+        .await
+        .expect("run completes");
+    assert_eq!(outcome.report.status, RunStatus::Cancelled);
+    let statuses: Vec<StepStatus> = outcome.report.steps.iter().map(|s| s.status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StepStatus::Cancelled),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        outcome.report.steps[0].reason.as_deref(),
+        Some("cancelled while running")
+    );
+    assert!(outcome.report.duration < Duration::from_secs(2));
+    assert!(
+        outcome
+            .run_dir
+            .expect("folder")
+            .join("report.json")
+            .exists()
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn context_outside_the_workspace_fails_the_step_not_the_run() {
+    let (dir, ws) = workspace();
+    let secret = tempfile::tempdir().expect("outside");
+    std::fs::write(secret.path().join("id_rsa"), "PRIVATE").expect("write");
+    std::os::unix::fs::symlink(secret.path().join("id_rsa"), dir.path().join("notes.txt"))
+        .expect("symlink");
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let p = plan(
+        r#"{"task_id":"t","description":"d","steps":[
+        {"id":"leak","description":"read","type":"analysis","context":{"input_files":["notes.txt"]}},
+        {"id":"ok","description":"fine","type":"analysis"}]}"#,
+    );
+    let (outcome, _) = run(&orchestrator, p, &RunOptions::default()).await;
+    let leak = &outcome.report.steps[0];
+    assert_eq!(leak.status, StepStatus::Failed);
+    assert!(
+        leak.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("outside the workspace")
+    );
+    assert!(leak.attempts.is_empty());
+    assert_eq!(outcome.report.steps[1].status, StepStatus::Succeeded);
+    let sent = recording.requests.lock().expect("lock");
+    assert!(
+        sent.iter()
+            .all(|r| !r.messages[0].content.contains("PRIVATE"))
+    );
+}
+
+#[tokio::test]
+async fn existing_target_files_and_inputs_reach_the_prompt() {
+    let (dir, ws) = workspace();
+    std::fs::write(dir.path().join("app.py"), "OLD_CONTENT = True\n").expect("write");
+    std::fs::write(dir.path().join("spec.md"), "SPEC_TEXT\n").expect("write");
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let p = plan(
+        r#"{"task_id":"t","description":"d","steps":[
+        {"id":"r","description":"refactor","type":"refactoring",
+         "context":{"files":["app.py","new.py"],"input_files":["spec.md"]}}]}"#,
+    );
+    let (outcome, _) = run(&orchestrator, p, &RunOptions::default()).await;
+    assert_eq!(outcome.report.status, RunStatus::Succeeded);
+    let sent = recording.requests.lock().expect("lock");
+    let prompt = &sent[0].messages[0].content;
+    assert!(prompt.contains("## Current content of app.py"), "{prompt}");
+    assert!(prompt.contains("OLD_CONTENT = True"));
+    assert!(prompt.contains("## Input file (read only): spec.md"));
+    assert!(!prompt.contains("## Current content of new.py"));
+}
+
+#[tokio::test]
+async fn events_frame_the_run_and_every_step() {
+    let (_d, ws) = workspace();
+    let orchestrator = Orchestrator::new(mock_provider_set(MockProvider::default()), ws);
+    let (_, events) = run(
+        &orchestrator,
+        chain_with_side_branch(),
+        &RunOptions::default(),
+    )
+    .await;
+    assert!(matches!(
+        events.first(),
+        Some(RunEvent::RunStarted { steps: 4, .. })
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(RunEvent::RunFinished {
+            status: RunStatus::Succeeded,
+            ..
+        })
+    ));
+    for id in ["a", "b", "c", "side"] {
+        let started = events.iter().position(
+            |e| matches!(e, RunEvent::StepStarted { step_id, .. } if step_id.as_str() == id),
+        );
+        let finished = events.iter().position(
+            |e| matches!(e, RunEvent::StepFinished { step_id, .. } if step_id.as_str() == id),
+        );
+        assert!(
+            started.is_some() && started < finished,
+            "step {id}: {events:?}"
+        );
+    }
+    let b_start = events.iter().position(
+        |e| matches!(e, RunEvent::StepStarted { step_id, .. } if step_id.as_str() == "b"),
+    );
+    let a_end = events.iter().position(
+        |e| matches!(e, RunEvent::StepFinished { step_id, .. } if step_id.as_str() == "a"),
+    );
+    assert!(a_end < b_start, "b started before a finished");
+}
+
+#[tokio::test]
+async fn unconfigured_provider_override_fails_that_step_with_the_fix() {
+    let (_d, ws) = workspace();
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(recording), ws);
+    let p = plan(
+        r#"{"task_id":"t","description":"d","steps":[
+        {"id":"g","description":"x","type":"analysis","context":{"provider":"gemini"}}]}"#,
+    );
+    let (outcome, _) = run(&orchestrator, p, &RunOptions::default()).await;
+    let reason = outcome.report.steps[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("`gemini` is not configured (configured: recording)"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_answers_fail_the_step() {
+    struct Truncating;
+    #[async_trait]
+    impl Provider for Truncating {
+        fn name(&self) -> &str {
+            "truncating"
+        }
+        fn price(&self, _: &str) -> Option<Price> {
+            Some(Price::FREE)
+        }
+        async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            Ok(ChatResponse {
+                model: r.model.clone(),
+                text: "```python path=a.py\ndef half(".into(),
+                reasoning: None,
+                finish_reason: aetherflow_provider::FinishReason::MaxTokens,
+                usage: Default::default(),
+            })
+        }
+        async fn chat_stream(&self, _: &ChatRequest) -> Result<ChatStream, ProviderError> {
+            Err(ProviderError::InvalidRequest {
+                message: "not used".into(),
+            })
+        }
+    }
+    let (_d, ws) = workspace();
+    let set = ProviderSet::new(
+        "truncating",
+        ProviderEntry {
+            provider: Arc::new(Truncating),
+            model: "t".into(),
+        },
+    );
+    let orchestrator = Orchestrator::new(set, ws);
+    let p = plan(
+        r#"{"task_id":"t","description":"d","steps":[{"id":"a","description":"x","type":"code_generation","context":{"files":["a.py"]}}]}"#,
+    );
+    let (outcome, _) = run(&orchestrator, p, &RunOptions::default()).await;
+    assert_eq!(outcome.report.steps[0].status, StepStatus::Failed);
+    assert!(
+        outcome.report.steps[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("output token limit")
+    );
+    assert!(outcome.outputs[0].is_none());
+}
