@@ -1,0 +1,135 @@
+//! `aetherflow`: run, validate and show AetherFlow plans.
+//!
+//! Exit codes: 0 every step succeeded (or every plan is valid), 1 some step failed, was
+//! skipped or cancelled, 2 invalid input or configuration.
+
+mod plan_cmd;
+mod render;
+mod run_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Orchestrates AI coding agents: runs plans of steps against LLM providers, with budgets,
+/// safety checks and a sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "aetherflow", version, about, max_term_width = 100)]
+struct Cli {
+    /// Configuration file (default: ./aetherflow.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `aetherflow_orchestrator=debug` (overrides log.level).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log line format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a plan.
+    Run(RunArgs),
+    /// Validate or inspect plans without running them.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The plan file (JSON, or YAML with a .yaml/.yml extension).
+    plan: PathBuf,
+    /// Execution mode.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// The project folder the plan reads and changes.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+    /// Where run folders are written (default: run.out_dir, `runs`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Use the built-in mock provider: no keys, no network.
+    #[arg(long)]
+    offline: bool,
+    /// Most steps in flight at once (default: run.concurrency, 4).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Machine-readable output: one JSON event per line on stdout, then the report.
+    #[arg(long)]
+    json: bool,
+    /// With --offline: a YAML script of mock replies and failures per step.
+    #[arg(long, value_name = "FILE")]
+    mock_script: Option<PathBuf>,
+    /// With --offline: latency added to every mock call, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    mock_latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Fast,
+    Build,
+    DoubleCheck,
+}
+
+#[derive(Debug, Subcommand)]
+enum PlanCommand {
+    /// Check plans and report every problem with its location.
+    Validate {
+        /// Plan files.
+        #[arg(required = true)]
+        plans: Vec<PathBuf>,
+        /// One JSON object per plan on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a plan's steps and dependency levels.
+    Show {
+        /// The plan file.
+        plan: PathBuf,
+        /// The same as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let environment = aetherflow_bootstrap::Environment::load(cli.config.as_deref())?;
+    let mut settings = environment.settings.clone();
+    if let Some(level) = &cli.log_level {
+        settings.log.level.clone_from(level);
+    }
+    if let Some(format) = cli.log_format {
+        settings.log.format = match format {
+            LogFormatArg::Human => aetherflow_orchestrator::settings::LogFormat::Human,
+            LogFormatArg::Json => aetherflow_orchestrator::settings::LogFormat::Json,
+        };
+    }
+    let _log_guard = aetherflow_bootstrap::logging::init(&settings.log)?;
+    match cli.command {
+        Command::Run(args) => run_cmd::run(args, settings, &environment),
+        Command::Plan(PlanCommand::Validate { plans, json }) => plan_cmd::validate(&plans, json),
+        Command::Plan(PlanCommand::Show { plan, json }) => plan_cmd::show(&plan, json),
+    }
+}

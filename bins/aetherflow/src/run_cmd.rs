@@ -1,0 +1,138 @@
+//! `aetherflow run`: builds the orchestrator from settings and flags, runs the plan with
+//! progress output, and turns the outcome into an exit code.
+
+use std::io::IsTerminal;
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aetherflow_domain::run::{Mode, RunStatus};
+use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
+use aetherflow_orchestrator::workspace::Workspace;
+use aetherflow_orchestrator::{EventSink, Orchestrator, RunOptions, mock_provider_set};
+use aetherflow_provider::mock::{MockProvider, MockScript};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::render::{Output, render_events, summary};
+use crate::{ModeArg, RunArgs};
+use aetherflow_bootstrap::Environment;
+
+pub fn run(
+    args: RunArgs,
+    settings: Settings,
+    environment: &Environment,
+) -> anyhow::Result<ExitCode> {
+    let plan = Arc::new(crate::plan_cmd::read_plan(&args.plan)?);
+    let concurrency = args.concurrency.unwrap_or(settings.run.concurrency);
+    let concurrency = NonZeroUsize::new(concurrency)
+        .filter(|n| n.get() <= 1024)
+        .context("--concurrency must be between 1 and 1024")?;
+    let mode = match args.mode {
+        Some(ModeArg::Fast) => Mode::Fast,
+        Some(ModeArg::Build) => Mode::Build,
+        Some(ModeArg::DoubleCheck) => Mode::DoubleCheck,
+        None => settings.run.mode,
+    };
+
+    let providers = if args.offline {
+        let script = match args.mock_script.as_ref().or(settings.mock.script.as_ref()) {
+            Some(path) => MockScript::from_file(path)?,
+            None => MockScript::default(),
+        };
+        let latency =
+            Duration::from_millis(args.mock_latency_ms.unwrap_or(settings.mock.latency_ms));
+        mock_provider_set(MockProvider::new(script, latency))
+    } else {
+        if args.mock_script.is_some() || args.mock_latency_ms.is_some() {
+            anyhow::bail!("--mock-script and --mock-latency-ms only apply with --offline");
+        }
+        let keys = environment.keys();
+        if keys.is_empty() {
+            anyhow::bail!(ProviderKeys::missing_help());
+        }
+        anyhow::bail!(
+            "keys are configured for {}, but this build has no provider adapters yet, so it \
+             cannot call a real provider; run with --offline to use the built-in mock provider",
+            keys.configured().join(", ")
+        );
+    };
+
+    let workspace = Workspace::open(&args.workspace, settings.context.limits())?;
+    let orchestrator = Orchestrator::new(providers, workspace);
+    let options = RunOptions {
+        mode,
+        concurrency,
+        out_dir: Some(args.out.unwrap_or(settings.run.out_dir)),
+        max_output_tokens: Some(settings.run.max_output_tokens),
+    };
+    let output = if args.json {
+        Output::Json
+    } else if std::io::stderr().is_terminal() {
+        Output::Bars
+    } else {
+        Output::Lines
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        // Installed before the run starts, so an early Ctrl-C already cancels cleanly.
+        let mut interrupts = Interrupts::install()?;
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if interrupts.next().await {
+                eprintln!("cancelling: finishing the report (Ctrl-C again to quit at once)");
+                on_signal.cancel();
+                if interrupts.next().await {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let renderer = tokio::spawn(render_events(rx, output, plan.steps().len()));
+        let outcome = orchestrator
+            .run(Arc::clone(&plan), &options, EventSink::new(tx), cancel)
+            .await;
+        let _ = renderer.await;
+        anyhow::Ok(outcome?)
+    })?;
+
+    summary(&outcome, output)?;
+    Ok(match outcome.report.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(1),
+    })
+}
+
+/// Ctrl-C (SIGINT) notifications, registered as soon as this is created.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Interrupts {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot listen for Ctrl-C")?,
+        })
+    }
+
+    /// Waits for the next Ctrl-C; false if no more can arrive.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Tracing set-up, once per process: human or JSON lines on standard error, and an optional rotating JSON file.
+
+use aetherflow_orchestrator::settings::{LogFormat, LogRotation, LogSettings};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::BootstrapError;
+
+/// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
+pub fn init(settings: &LogSettings) -> Result<Option<WorkerGuard>, BootstrapError> {
+    let filter = EnvFilter::try_new(&settings.level).map_err(|e| {
+        BootstrapError::Logging(format!(
+            "`log.level` = `{}` is not a valid filter ({e}); use e.g. warn, info, debug",
+            settings.level
+        ))
+    })?;
+    let stderr = match settings.format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let (file, guard) = match &settings.dir {
+        Some(dir) => {
+            let rotation = match settings.rotation {
+                LogRotation::Hourly => Rotation::HOURLY,
+                LogRotation::Daily => Rotation::DAILY,
+                LogRotation::Never => Rotation::NEVER,
+            };
+            let appender = Builder::new()
+                .rotation(rotation)
+                .filename_prefix("aetherflow")
+                .filename_suffix("log")
+                .build(dir)
+                .map_err(|e| {
+                    BootstrapError::Logging(format!(
+                        "cannot open a log file in {} (`log.dir`): {e}",
+                        dir.display()
+                    ))
+                })?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_ansi(false)
+                .with_writer(writer);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .try_init()
+        .map_err(|e| BootstrapError::Logging(format!("cannot install the logger: {e}")))?;
+    Ok(guard)
+}

@@ -1,0 +1,392 @@
+//! End-to-end tests of the `aetherflow` binary: real processes, real files, exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow"));
+    // A clean environment: no provider keys or AETHERFLOW_* settings leak in from the machine.
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example_plan() -> PathBuf {
+    repo().join("examples/todo-api/plan.json")
+}
+
+fn example_workspace() -> PathBuf {
+    repo().join("examples/todo-api/workspace")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn only_run_dir(out: &Path, task: &str) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.join(task))
+        .expect("task folder exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().expect("one run")
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("file exists")).expect("valid JSON")
+}
+
+#[test]
+fn offline_example_runs_end_to_end() {
+    let out = tempfile::tempdir().expect("out");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let o = run_in(
+        out.path(),
+        &[
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("5 succeeded, 0 failed"), "{stdout}");
+    let dir = only_run_dir(out.path(), "todo-api-example");
+    let report = read_json(&dir.join("report.json"));
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["totals"]["succeeded"], 5);
+    let repository = std::fs::read_to_string(dir.join("repository.md")).expect("step output");
+    assert!(
+        repository.contains("```python path=app/repository.py"),
+        "{repository}"
+    );
+    let tests = std::fs::read_to_string(dir.join("tests.md")).expect("step output");
+    assert!(
+        tests.contains("path=tests/test_repository.py")
+            && tests.contains("path=tests/test_service.py")
+    );
+}
+
+#[test]
+fn without_keys_or_offline_run_names_the_variables_and_exits_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let plan = example_plan();
+    let o = run_in(dir.path(), &["run", plan.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    for needle in [
+        "DEEPSEEK_API_KEY",
+        "GEMINI_API_KEY",
+        "GROQ_API_KEY",
+        "MISTRAL_API_KEY",
+        "MOONSHOT_API_KEY",
+        "KIMI_KEY",
+        "--offline",
+    ] {
+        assert!(err.contains(needle), "{needle} missing: {err}");
+    }
+}
+
+#[test]
+fn a_configured_key_is_never_echoed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let plan = example_plan();
+    let o = bin()
+        .current_dir(dir.path())
+        .env("DEEPSEEK_API_KEY", "sk-do-not-print-me-0123456789")
+        .env("AETHERFLOW_LOG__LEVEL", "trace")
+        .args(["run", plan.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(all.contains("deepseek"), "{all}");
+    assert!(!all.contains("sk-do-not-print-me"), "the key leaked: {all}");
+}
+
+#[test]
+fn keys_from_a_dot_env_file_are_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join(".env"), "GROQ_API_KEY=gsk_from_dotenv\n").expect("write");
+    let plan = example_plan();
+    let o = run_in(dir.path(), &["run", plan.to_str().expect("utf-8")]);
+    let err = text(&o.stderr);
+    assert!(err.contains("keys are configured for groq"), "{err}");
+    assert!(!err.contains("gsk_from_dotenv"));
+}
+
+#[test]
+fn failed_step_skips_its_dependents_and_exits_1() {
+    let out = tempfile::tempdir().expect("out");
+    let script = out.path().join("mock.yaml");
+    std::fs::write(
+        &script,
+        "steps:\n  repository:\n    - error: server\n      message: upstream 503\n",
+    )
+    .expect("write");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let o = run_in(
+        out.path(),
+        &[
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--mock-script",
+            script.to_str().expect("utf-8"),
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", text(&o.stderr));
+    let report = read_json(&only_run_dir(out.path(), "todo-api-example").join("report.json"));
+    let status = |i: usize| {
+        report["steps"][i]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(status(0), "succeeded");
+    assert_eq!(status(1), "failed");
+    assert_eq!(status(2), "skipped");
+    assert_eq!(status(3), "skipped");
+    assert_eq!(status(4), "skipped");
+    assert_eq!(
+        report["steps"][2]["reason"],
+        "dependency `repository` failed"
+    );
+    assert_eq!(report["steps"][1]["attempts"][0]["error"]["kind"], "server");
+}
+
+#[test]
+fn json_output_is_one_event_per_line_then_the_report() {
+    let out = tempfile::tempdir().expect("out");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let o = run_in(
+        out.path(),
+        &[
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--json",
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines[0]["event"], "run_started");
+    let last = lines.last().expect("lines");
+    assert_eq!(last["event"], "report");
+    assert_eq!(last["report"]["status"], "succeeded");
+    let finished = lines
+        .iter()
+        .filter(|l| l["event"] == "step_finished")
+        .count();
+    assert_eq!(finished, 5);
+}
+
+#[test]
+fn plan_validate_reports_positions_and_cycles() {
+    let dir = tempfile::tempdir().expect("dir");
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\n  \"task_id\": \"x\",\n  \"steps\": [\n    {\"id\": 1,}\n  ]\n}\n",
+    )
+    .expect("write");
+    let cyclic = dir.path().join("cyclic.yaml");
+    std::fs::write(
+        &cyclic,
+        "task_id: c\ndescription: d\nsteps:\n  - {id: a, description: x, type: analysis, dependencies: [b]}\n  - {id: b, description: y, type: analysis, dependencies: [a]}\n",
+    )
+    .expect("write");
+    let good = example_plan();
+    let o = run_in(
+        dir.path(),
+        &[
+            "plan",
+            "validate",
+            broken.to_str().expect("utf-8"),
+            cyclic.to_str().expect("utf-8"),
+            good.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("broken.json: JSON syntax error at line 4"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dependency cycle: `a` → `b` → `a`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok      "), "{stdout}");
+    assert!(stdout.contains("3 plans checked, 2 invalid"), "{stdout}");
+
+    let o = run_in(
+        dir.path(),
+        &["plan", "validate", good.to_str().expect("utf-8")],
+    );
+    assert!(o.status.success());
+}
+
+#[test]
+fn plan_show_lists_levels() {
+    let dir = tempfile::tempdir().expect("dir");
+    let plan = example_plan();
+    let o = run_in(
+        dir.path(),
+        &["plan", "show", plan.to_str().expect("utf-8"), "--json"],
+    );
+    assert!(o.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(shown["levels"][0][0], "review_model");
+    assert_eq!(shown["levels"][3], serde_json::json!(["tests", "docs"]));
+}
+
+#[test]
+fn settings_come_from_the_environment_and_bad_ones_exit_2() {
+    let out = tempfile::tempdir().expect("out");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let o = bin()
+        .current_dir(out.path())
+        .env("AETHERFLOW_RUN__OUT_DIR", out.path().join("from-env"))
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    only_run_dir(&out.path().join("from-env"), "todo-api-example");
+
+    let o = bin()
+        .current_dir(out.path())
+        .env("AETHERFLOW_RUN__CONCURRENCY", "zero")
+        .args(["run", plan.to_str().expect("utf-8"), "--offline"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("run.concurrency"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = run_in(
+        out.path(),
+        &[
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--concurrency",
+            "0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_plan_or_workspace_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = run_in(dir.path(), &["run", "nope.json", "--offline"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("nope.json"));
+    let plan = example_plan();
+    let o = run_in(
+        dir.path(),
+        &[
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--workspace",
+            "missing-dir",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--workspace"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_and_still_writes_the_report() {
+    use std::io::Read;
+    let out = tempfile::tempdir().expect("out");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let mut child = bin()
+        .current_dir(out.path())
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--json",
+            "--mock-latency-ms",
+            "30000",
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    // Wait until the first step has started, so the signal handler is installed.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !text(&seen).contains("step_started") {
+        let n = stdout.read(&mut buf).expect("read");
+        assert!(n > 0, "the run ended early: {}", text(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let report = read_json(&only_run_dir(out.path(), "todo-api-example").join("report.json"));
+    assert_eq!(report["status"], "cancelled");
+    assert_eq!(report["steps"][0]["status"], "cancelled");
+}
