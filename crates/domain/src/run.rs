@@ -138,7 +138,7 @@ pub struct AttemptError {
 pub struct StepReport {
     /// The step's id.
     pub id: StepId,
-    /// The step's type as the plan gave it.
+    /// The step's type, by its canonical name (synonyms such as `review` are normalised).
     pub step_type: StepType,
     /// Where it ended.
     pub status: StepStatus,
@@ -241,6 +241,9 @@ pub struct RunReport {
     pub warnings: Vec<PlanWarning>,
     /// The plan's `metadata`, as given.
     pub metadata: serde_json::Map<String, Value>,
+    /// Top-level plan keys outside the format (`success_criteria`, …), kept verbatim.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub plan_extra: serde_json::Map<String, Value>,
 }
 
 impl RunReport {

@@ -256,6 +256,7 @@ impl Orchestrator {
             totals: totals.clone(),
             warnings: plan.warnings().to_vec(),
             metadata: plan.plan().metadata.clone().into_iter().collect(),
+            plan_extra: plan.plan().extra.clone().into_iter().collect(),
         };
         if let Some(dir) = &run_dir {
             dir.write_report(&report).await?;

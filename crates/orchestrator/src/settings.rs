@@ -17,7 +17,7 @@ use crate::workspace::ContextLimits;
 
 /// Everything configurable, with defaults that work offline out of the box.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// How runs are carried out.
     pub run: RunSettings,

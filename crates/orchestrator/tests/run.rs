@@ -28,7 +28,8 @@ fn chain_with_side_branch() -> Arc<ValidPlan> {
         {"id":"a","description":"first","type":"code_generation","context":{"files":["a.py"]}},
         {"id":"b","description":"second","type":"code_generation","dependencies":["a"],"context":{"files":["b.py"]}},
         {"id":"c","description":"third","type":"analysis","dependencies":["b"]},
-        {"id":"side","description":"independent","type":"analysis"}]}"#,
+        {"id":"side","description":"independent","type":"analysis"}],
+        "success_criteria":["all green"]}"#,
     )
 }
 
@@ -232,6 +233,7 @@ async fn the_run_folder_holds_the_report_and_each_output() {
     assert_eq!(report["status"], "succeeded");
     assert_eq!(report["steps"].as_array().map(Vec::len), Some(4));
     assert_eq!(report["steps"][0]["output_file"], "a.md");
+    assert_eq!(report["plan_extra"]["success_criteria"][0], "all green");
     let a = std::fs::read_to_string(dir.join("a.md")).expect("output written");
     assert!(a.contains("```python path=a.py"), "{a}");
     let leftovers: Vec<_> = std::fs::read_dir(&dir)

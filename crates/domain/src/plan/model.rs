@@ -39,7 +39,7 @@ pub struct Step {
     /// How hard the author judged the step, from 0 (trivial) to 1 (hardest).
     #[serde(default)]
     pub complexity: Option<f64>,
-    /// The author's estimate of tokens the step needs; drives routing by size.
+    /// The author's estimate of tokens the step needs; routing by size uses it (resilience).
     #[serde(default)]
     pub estimated_tokens: Option<u64>,
     /// Steps whose successful output this one needs first.
@@ -124,6 +124,9 @@ pub struct Patch {
     /// What this patch does, for people.
     #[serde(default)]
     pub description: Option<String>,
+    /// Patch keys this format does not define, kept verbatim (and reported as warnings).
+    #[serde(default, flatten, skip_deserializing)]
+    pub extra: BTreeMap<String, Value>,
 }
 
 /// Where a patch goes relative to its anchor.

@@ -51,6 +51,17 @@ const STEP_KEYS: &[&str] = &[
     "validation_criteria",
     "context",
 ];
+const PATCH_KEYS: &[&str] = &[
+    "position",
+    "marker",
+    "marker_start",
+    "marker_end",
+    "line",
+    "idempotent",
+    "target_file",
+    "replacement",
+    "description",
+];
 const CONTEXT_KEYS: &[&str] = &[
     "files",
     "input_files",
@@ -223,9 +234,44 @@ fn attach_extras(tree: &Value, plan: &mut Plan, warnings: &mut Vec<PlanWarning>)
                 ),
             });
         }
-        if let Some(ctx) = raw.get("context").and_then(Value::as_object) {
-            // Extra context keys are an open set by design: they reach the prompt, so no warning.
-            step.context.extra = unknown_keys(ctx, CONTEXT_KEYS);
+        let Some(ctx) = raw.get("context").and_then(Value::as_object) else {
+            continue;
+        };
+        // Extra context keys are an open set by design: they reach the prompt, so no warning.
+        step.context.extra = unknown_keys(ctx, CONTEXT_KEYS);
+        let raw_patches = ctx
+            .get("patch")
+            .into_iter()
+            .map(|p| ("patch".to_owned(), p))
+            .chain(
+                ctx.get("patches")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(k, p)| (format!("patches[{k}]"), p)),
+            );
+        let typed = step
+            .context
+            .patch
+            .iter_mut()
+            .chain(step.context.patches.iter_mut());
+        for ((name, raw_patch), patch) in raw_patches.zip(typed) {
+            let Some(raw_patch) = raw_patch.as_object() else {
+                continue;
+            };
+            patch.extra = unknown_keys(raw_patch, PATCH_KEYS);
+            for key in patch.extra.keys() {
+                warnings.push(PlanWarning {
+                    location: format!("steps[{index}].context.{name}.{key}"),
+                    message: format!(
+                        "step `{}`: `{key}` is not a patch field (known: {}); it is kept but \
+                         ignored",
+                        step.id,
+                        PATCH_KEYS.join(", ")
+                    ),
+                });
+            }
         }
     }
 }
@@ -326,6 +372,23 @@ mod tests {
             }
             other => panic!("expected a type error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn unknown_patch_keys_are_kept_and_warned_about() {
+        let text = MINIMAL.replace(
+            r#""instructions": "be brief""#,
+            r#""patch": {"position": "after", "marker": "x", "anchor": "y"}"#,
+        );
+        let (plan, warnings) = parse_plan(&text, PlanFormat::Json).expect("valid plan");
+        let patch = plan.steps[0].context.patch.as_ref().expect("patch");
+        assert_eq!(patch.extra.get("anchor"), Some(&Value::String("y".into())));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.location == "steps[0].context.patch.anchor"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

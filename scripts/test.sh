@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Quick start, part 2: the whole test suite (unit, integration, end-to-end, and the original
+# tool's 144 real plans when ../shared/corpus is present). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+require_toolchain
+
+if [ -z "${AETHERFLOW_CORPUS_DIR:-}" ] && [ -d ../shared/corpus/original-plans ]; then
+    AETHERFLOW_CORPUS_DIR="$(cd ../shared/corpus/original-plans && pwd)"
+    export AETHERFLOW_CORPUS_DIR
+fi
+if [ -n "${AETHERFLOW_CORPUS_DIR:-}" ]; then
+    echo "checking the plan corpus in $AETHERFLOW_CORPUS_DIR"
+else
+    echo "plan corpus not found (../shared/corpus/original-plans): the corpus test checks nothing"
+fi
+
+cargo test --workspace --locked "$@"
