@@ -390,3 +390,54 @@ fn ctrl_c_cancels_and_still_writes_the_report() {
     assert_eq!(report["status"], "cancelled");
     assert_eq!(report["steps"][0]["status"], "cancelled");
 }
+
+#[test]
+fn json_logs_go_to_a_rotating_file_without_secrets() {
+    let out = tempfile::tempdir().expect("out");
+    let logs = out.path().join("logs");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let o = bin()
+        .current_dir(out.path())
+        .env("DEEPSEEK_API_KEY", "sk-never-in-logs-987654")
+        .env("AETHERFLOW_LOG__DIR", &logs)
+        .env("AETHERFLOW_LOG__LEVEL", "trace")
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let files: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .expect("log folder created")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let log = std::fs::read_to_string(&files[0]).expect("log file");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each log line is JSON"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "run finished"),
+        "{log}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["fields"]["message"] == "step finished")
+            .count(),
+        5
+    );
+    let everything = format!("{log}{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(!everything.contains("sk-never-in-logs"), "the key leaked");
+}

@@ -112,6 +112,15 @@ impl Orchestrator {
             None => None,
         };
 
+        tracing::info!(
+            %run_id,
+            task_id = %plan.plan().task_id,
+            steps = n,
+            mode = %options.mode,
+            concurrency = options.concurrency.get(),
+            offline = self.providers.is_offline(),
+            "run started"
+        );
         events.emit(RunEvent::RunStarted {
             run_id,
             task_id: plan.plan().task_id.clone(),
@@ -140,6 +149,7 @@ impl Orchestrator {
             while !cancelled && running.len() < limit {
                 let Some(i) = ready.pop_front() else { break };
                 if let Some(reason) = blocked_by(&plan, &reports, i) {
+                    tracing::info!(step = %reports[i].id, %reason, "step skipped");
                     reports[i].status = StepStatus::Skipped;
                     reports[i].reason = Some(reason.clone());
                     events.emit(RunEvent::StepSkipped {
@@ -157,6 +167,7 @@ impl Orchestrator {
                         continue;
                     }
                 };
+                tracing::debug!(step = %reports[i].id, provider = %target.name, model = %target.entry.model, "step started");
                 events.emit(RunEvent::StepStarted {
                     step_id: reports[i].id.clone(),
                     provider: target.name.clone(),
@@ -208,6 +219,19 @@ impl Orchestrator {
                                 }
                             }
                             outputs[index] = output;
+                            let r = &reports[index];
+                            tracing::info!(
+                                step = %r.id,
+                                status = ?r.status,
+                                provider = r.provider.as_deref().unwrap_or("-"),
+                                model = r.model.as_deref().unwrap_or("-"),
+                                input_tokens = r.usage.input_tokens,
+                                output_tokens = r.usage.output_tokens,
+                                cost_micros = r.cost.as_micros(),
+                                duration_ms = r.duration.as_millis() as u64,
+                                reason = r.reason.as_deref().unwrap_or(""),
+                                "step finished"
+                            );
                             events.emit(RunEvent::StepFinished {
                                 step_id: reports[index].id.clone(),
                                 status: reports[index].status,
@@ -261,6 +285,17 @@ impl Orchestrator {
         if let Some(dir) = &run_dir {
             dir.write_report(&report).await?;
         }
+        tracing::info!(
+            %run_id,
+            status = ?status,
+            succeeded = totals.succeeded,
+            failed = totals.failed,
+            skipped = totals.skipped,
+            cancelled = totals.cancelled,
+            cost_micros = totals.cost.as_micros(),
+            duration_ms = report.duration.as_millis() as u64,
+            "run finished"
+        );
         events.emit(RunEvent::RunFinished {
             run_id,
             status,
@@ -456,6 +491,15 @@ async fn execute(
             }
         }
         Err(error) => {
+            tracing::warn!(
+                step = %step.id,
+                provider = %target.name,
+                model = %target.entry.model,
+                kind = error.kind(),
+                retryable = error.is_retryable(),
+                error = %error,
+                "provider call failed"
+            );
             attempt.error = Some(AttemptError {
                 kind: error.kind().to_owned(),
                 retryable: error.is_retryable(),
