@@ -75,7 +75,9 @@ pub fn run(
         Output::Lines
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Runs wait on providers, not on the CPU: one thread schedules steps with the least
+    // overhead (see the orchestrator benchmark); blocking file work goes to tokio's pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

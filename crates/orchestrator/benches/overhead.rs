@@ -68,10 +68,6 @@ fn build(steps: &[String]) -> Arc<ValidPlan> {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let dir = tempfile::tempdir().expect("workspace");
     let workspace = Workspace::open(dir.path(), ContextLimits::default()).expect("workspace");
     let orchestrator = Orchestrator::new(mock_provider_set(MockProvider::default()), workspace);
@@ -79,29 +75,49 @@ fn bench(c: &mut Criterion) {
         concurrency: NonZeroUsize::new(64).expect("non-zero"),
         ..RunOptions::default()
     };
+    // The CLI runs on a multi-threaded runtime; each actix-web worker of the API runs a
+    // single-threaded one.
+    let runtimes = [
+        (
+            "multi_thread",
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ),
+        (
+            "current_thread",
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ),
+    ];
 
     let mut group = c.benchmark_group("orchestrator_overhead");
     group.throughput(Throughput::Elements(STEPS as u64));
     group.sample_size(20);
-    for (name, plan) in [
-        ("chain_1000", chain(true)),
-        ("chain_1000_no_files", chain(false)),
-        ("wide_1000", wide()),
-    ] {
-        group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| async {
-                let outcome = orchestrator
-                    .run(
-                        Arc::clone(&plan),
-                        &options,
-                        EventSink::none(),
-                        CancellationToken::new(),
-                    )
-                    .await
-                    .expect("run");
-                assert_eq!(outcome.report.totals.succeeded, STEPS);
+    for (flavour, runtime) in &runtimes {
+        for (name, plan) in [
+            ("chain_1000", chain(true)),
+            ("chain_1000_no_files", chain(false)),
+            ("wide_1000", wide()),
+        ] {
+            group.bench_function(format!("{flavour}/{name}"), |b| {
+                b.to_async(runtime).iter(|| async {
+                    let outcome = orchestrator
+                        .run(
+                            Arc::clone(&plan),
+                            &options,
+                            EventSink::none(),
+                            CancellationToken::new(),
+                        )
+                        .await
+                        .expect("run");
+                    assert_eq!(outcome.report.totals.succeeded, STEPS);
+                });
             });
-        });
+        }
     }
     group.finish();
 }
