@@ -1,0 +1,488 @@
+//! Google Gemini (Generative Language API): `:generateContent` and
+//! `:streamGenerateContent?alt=sse`, the key in the `x-goog-api-key` header (never in the URL),
+//! `systemInstruction`, CRLF-framed SSE without `[DONE]`, cumulative usage counted once,
+//! thoughts excluded from the text but billed as output, and HTTP-200 safety blocks.
+
+use std::sync::Arc;
+
+use aetherflow_domain::{Price, Usage};
+use aetherflow_provider::{
+    ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role, StreamEvent,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::config::{AdapterConfig, price};
+use crate::errors::{Flavor, classify};
+use crate::http::ConfigError;
+use crate::wire::{AuthStyle, Sent, Transport};
+
+/// The provider name.
+pub const NAME: &str = "gemini";
+/// The public API, version `v1beta`.
+pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
+/// The model used when none is configured.
+pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
+
+/// USD per million tokens, spec §2.7 (prompts up to 200K tokens).
+pub fn prices(model: &str) -> Option<Price> {
+    match model.strip_prefix("models/").unwrap_or(model) {
+        "gemini-2.5-flash" => Some(price(300_000, 30_000, 2_500_000)),
+        "gemini-2.5-pro" => Some(price(1_250_000, 125_000, 10_000_000)),
+        "gemini-2.5-flash-lite" => Some(price(100_000, 10_000, 400_000)),
+        "gemini-3-flash-preview" => Some(price(500_000, 50_000, 3_000_000)),
+        "gemini-3.1-pro-preview" => Some(price(2_000_000, 200_000, 12_000_000)),
+        "gemini-3.1-flash-lite" => Some(price(250_000, 250_000, 1_500_000)),
+        "gemini-3.5-flash" => Some(price(1_500_000, 150_000, 9_000_000)),
+        _ => None,
+    }
+}
+
+/// The Gemini adapter.
+#[derive(Debug, Clone)]
+pub struct Gemini {
+    transport: Arc<Transport>,
+}
+
+/// A Gemini adapter.
+pub fn adapter(config: AdapterConfig) -> Result<Gemini, ConfigError> {
+    let transport = Transport::new(
+        NAME,
+        config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+        config.timeouts,
+        Some(config.keys.ok_or(ConfigError::NoKey {
+            provider: NAME.into(),
+        })?),
+        AuthStyle::GoogApiKey,
+    )?;
+    Ok(Gemini {
+        transport: Arc::new(transport),
+    })
+}
+
+/// The model as a URL path segment; anything that could change the path is refused.
+fn model_path(model: &str) -> Result<String, ProviderError> {
+    let name = model.strip_prefix("models/").unwrap_or(model);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(ProviderError::InvalidRequest {
+            message: format!("`{model}` is not a Gemini model name"),
+        });
+    }
+    Ok(format!("/models/{name}"))
+}
+
+/// The `GenerateContentRequest` body.
+pub fn body(request: &ChatRequest) -> Value {
+    let contents: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| {
+            json!({
+                "role": match m.role { Role::User => "user", Role::Assistant => "model" },
+                "parts": [{"text": m.content}],
+            })
+        })
+        .collect();
+    let mut body = Map::new();
+    if let Some(system) = &request.system {
+        body.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system}]}),
+        );
+    }
+    body.insert("contents".into(), Value::Array(contents));
+    let mut config = Map::new();
+    if let Some(t) = request.temperature {
+        config.insert("temperature".into(), Value::from(t));
+    }
+    if let Some(max) = request.max_output_tokens {
+        config.insert("maxOutputTokens".into(), Value::from(max));
+    }
+    if !request.stop.is_empty() {
+        config.insert("stopSequences".into(), Value::from(request.stop.clone()));
+    }
+    if let Some(seed) = request.seed {
+        config.insert("seed".into(), Value::from(seed));
+    }
+    if request.json_mode {
+        config.insert("responseMimeType".into(), Value::from("application/json"));
+    }
+    if !config.is_empty() {
+        body.insert("generationConfig".into(), Value::Object(config));
+    }
+    Value::Object(body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Response {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    #[serde(default, alias = "prompt_feedback")]
+    prompt_feedback: Option<PromptFeedback>,
+    #[serde(default, alias = "usage_metadata")]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(default, alias = "model_version")]
+    model_version: Option<String>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default, alias = "block_reason")]
+    block_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default, alias = "finish_reason")]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Content {
+    #[serde(default)]
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Part {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    thought: bool,
+    #[serde(default, alias = "function_call")]
+    function_call: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default, alias = "prompt_token_count")]
+    prompt_token_count: u64,
+    #[serde(default, alias = "candidates_token_count")]
+    candidates_token_count: u64,
+    #[serde(default, alias = "thoughts_token_count")]
+    thoughts_token_count: u64,
+    #[serde(default, alias = "cached_content_token_count")]
+    cached_content_token_count: u64,
+}
+
+impl UsageMetadata {
+    fn normalise(self) -> Usage {
+        Usage {
+            input_tokens: self.prompt_token_count,
+            cached_input_tokens: self.cached_content_token_count.min(self.prompt_token_count),
+            // Thoughts are billed as output but not counted in candidates.
+            output_tokens: self.candidates_token_count + self.thoughts_token_count,
+            reasoning_tokens: self.thoughts_token_count,
+        }
+    }
+}
+
+/// Maps Gemini's `finishReason` (spec §6).
+pub fn finish_reason(raw: &str) -> FinishReason {
+    match raw {
+        "STOP" => FinishReason::Stop,
+        "MAX_TOKENS" => FinishReason::MaxTokens,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => FinishReason::ContentFilter,
+        "OTHER" | "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" => {
+            FinishReason::ProviderError
+        }
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+fn decode(data: &[u8]) -> Result<Response, ProviderError> {
+    serde_json::from_slice(data).map_err(|e| ProviderError::Decode {
+        message: format!("Gemini response: {e}"),
+    })
+}
+
+fn check(response: &Response) -> Result<(), ProviderError> {
+    if let Some(error) = &response.error {
+        return Err(ProviderError::Server {
+            status: error.get("code").and_then(Value::as_u64).map(|c| c as u16),
+            message: error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the stream reported an error")
+                .to_owned(),
+        });
+    }
+    if let Some(reason) = response
+        .prompt_feedback
+        .as_ref()
+        .and_then(|f| f.block_reason.as_deref())
+    {
+        return Err(ProviderError::ContentFiltered {
+            message: format!("Gemini blocked the prompt (blockReason {reason})"),
+        });
+    }
+    Ok(())
+}
+
+fn finish_error(finish: &FinishReason, raw: &str) -> Option<ProviderError> {
+    match finish {
+        FinishReason::ContentFilter => Some(ProviderError::ContentFiltered {
+            message: format!("Gemini stopped the answer (finishReason {raw})"),
+        }),
+        FinishReason::ProviderError => Some(ProviderError::Server {
+            status: None,
+            message: format!("Gemini could not finish the answer (finishReason {raw})"),
+        }),
+        _ => None,
+    }
+}
+
+/// Text and reasoning of a candidate's parts, and whether it called a function.
+fn split_parts(parts: Vec<Part>) -> (String, String, bool) {
+    let mut text = String::new();
+    let mut thoughts = String::new();
+    let mut called = false;
+    for p in parts {
+        called |= p.function_call.is_some();
+        if let Some(t) = p.text {
+            if p.thought {
+                thoughts.push_str(&t);
+            } else {
+                text.push_str(&t);
+            }
+        }
+    }
+    (text, thoughts, called)
+}
+
+/// Parses a non-streaming `GenerateContentResponse`.
+pub fn parse_response(data: &[u8], requested_model: &str) -> Result<ChatResponse, ProviderError> {
+    let response = decode(data)?;
+    check(&response)?;
+    let usage = response
+        .usage_metadata
+        .map(UsageMetadata::normalise)
+        .unwrap_or_default();
+    let candidate =
+        response
+            .candidates
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::Decode {
+                message: "the answer has no candidates".into(),
+            })?;
+    let raw = candidate.finish_reason.unwrap_or_else(|| "STOP".into());
+    let mut finish = finish_reason(&raw);
+    if let Some(e) = finish_error(&finish, &raw) {
+        return Err(e);
+    }
+    let (text, thoughts, called) =
+        split_parts(candidate.content.map(|c| c.parts).unwrap_or_default());
+    if called && finish == FinishReason::Stop {
+        finish = FinishReason::ToolCalls;
+    }
+    Ok(ChatResponse {
+        model: response
+            .model_version
+            .unwrap_or_else(|| requested_model.to_owned()),
+        text,
+        reasoning: (!thoughts.is_empty()).then_some(thoughts),
+        finish_reason: finish,
+        usage,
+    })
+}
+
+/// Folds streamed chunks: deltas out, usage kept from the last chunk (it is cumulative).
+#[derive(Debug, Default)]
+pub struct ChunkFolder {
+    usage: Option<Usage>,
+    finish: Option<(FinishReason, String)>,
+    called: bool,
+}
+
+impl ChunkFolder {
+    /// The events of one `data:` payload.
+    pub fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        let response = decode(data.as_bytes())?;
+        check(&response)?;
+        if let Some(u) = response.usage_metadata {
+            self.usage = Some(u.normalise());
+        }
+        let mut events = Vec::new();
+        if let Some(candidate) = response.candidates.into_iter().next() {
+            let (text, thoughts, called) =
+                split_parts(candidate.content.map(|c| c.parts).unwrap_or_default());
+            self.called |= called;
+            if !thoughts.is_empty() {
+                events.push(StreamEvent::Reasoning(thoughts));
+            }
+            if !text.is_empty() {
+                events.push(StreamEvent::Text(text));
+            }
+            if let Some(raw) = candidate.finish_reason {
+                self.finish = Some((finish_reason(&raw), raw));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Usage once, then the finish reason; the stream has no `[DONE]`, so a missing finish
+    /// reason means the connection closed early.
+    pub fn finish(self) -> Result<Vec<StreamEvent>, ProviderError> {
+        let Some((mut finish, raw)) = self.finish else {
+            return Err(ProviderError::Transport {
+                message: "the Gemini stream closed before a finish reason".into(),
+            });
+        };
+        if let Some(e) = finish_error(&finish, &raw) {
+            return Err(e);
+        }
+        if self.called && finish == FinishReason::Stop {
+            finish = FinishReason::ToolCalls;
+        }
+        let mut events = Vec::with_capacity(2);
+        if let Some(u) = self.usage {
+            events.push(StreamEvent::Usage(u));
+        }
+        events.push(StreamEvent::Finish(finish));
+        Ok(events)
+    }
+}
+
+impl Gemini {
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        path: String,
+        started: Instant,
+    ) -> Result<(reqwest::Response, Option<aetherflow_provider::ApiKey>), ProviderError> {
+        match self.transport.post(&path, &body(request), started).await? {
+            Sent::Ok(response, key) => Ok((response, key)),
+            Sent::Failed(failure, key) => {
+                let error = classify(Flavor::Gemini, &request.model, &failure);
+                self.transport.report(&key, Err(&error));
+                Err(error)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Gemini {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn price(&self, model: &str) -> Option<Price> {
+        prices(model)
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let started = Instant::now();
+        let path = format!("{}:generateContent", model_path(&request.model)?);
+        let (response, key) = self.send(request, path, started).await?;
+        let result = match self.transport.read_body(response, started).await {
+            Ok(data) => parse_response(&data, &request.model),
+            Err(e) => Err(e),
+        };
+        self.transport.report(&key, result.as_ref().map(|_| ()));
+        result
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        let started = Instant::now();
+        let path = format!(
+            "{}:streamGenerateContent?alt=sse",
+            model_path(&request.model)?
+        );
+        let (response, key) = self.send(request, path, started).await?;
+        let mut data = self.transport.sse_data(response, started);
+        let transport = Arc::clone(&self.transport);
+        Ok(Box::pin(async_stream::stream! {
+            let mut folder = ChunkFolder::default();
+            let mut failed = None;
+            while let Some(item) = data.next().await {
+                match item.and_then(|d| folder.push(&d)) {
+                    Ok(events) => {
+                        for e in events {
+                            yield Ok(e);
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let closing = match failed {
+                Some(e) => Err(e),
+                None => folder.finish(),
+            };
+            transport.report(&key, closing.as_ref().map(|_| ()));
+            match closing {
+                Ok(events) => {
+                    for e in events {
+                        yield Ok(e);
+                    }
+                }
+                Err(e) => yield Err(e),
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_cannot_change_the_path() {
+        assert_eq!(
+            model_path("gemini-2.5-flash").ok().as_deref(),
+            Some("/models/gemini-2.5-flash")
+        );
+        assert_eq!(
+            model_path("models/gemini-2.5-pro").ok().as_deref(),
+            Some("/models/gemini-2.5-pro")
+        );
+        for bad in ["", "../x", "a/b", "m?key=1", "m:streamGenerateContent"] {
+            assert!(model_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn thoughts_are_reasoning_and_billed_as_output() {
+        let data = br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true},{"text":"Tokyo"}],"role":"model"},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":11,"candidatesTokenCount":2,"thoughtsTokenCount":24,"totalTokenCount":37},"modelVersion":"gemini-2.5-flash"}"#;
+        let r = parse_response(data, "gemini-2.5-flash").expect("parses");
+        assert_eq!(r.text, "Tokyo");
+        assert_eq!(r.reasoning.as_deref(), Some("hmm"));
+        assert_eq!(r.usage.output_tokens, 26);
+        assert_eq!(r.usage.reasoning_tokens, 24);
+    }
+
+    #[test]
+    fn snake_case_responses_are_read_too() {
+        let data = br#"{"candidates":[{"content":{"parts":[{"text":"ok"}]},"finish_reason":"STOP"}],"usage_metadata":{"prompt_token_count":3,"candidates_token_count":1}}"#;
+        let r = parse_response(data, "m").expect("parses");
+        assert_eq!(r.usage.input_tokens, 3);
+        assert_eq!(r.finish_reason, FinishReason::Stop);
+    }
+}

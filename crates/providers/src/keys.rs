@@ -1,0 +1,330 @@
+//! Key pools: several keys per provider, used in turn; a refused key is quarantined, a
+//! rate-limited key rests until its reset, and the pool can be replaced at run time (key
+//! rotation) while calls in flight finish on the key they started with.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aetherflow_provider::{ApiKey, ProviderError};
+use tokio::time::Instant;
+
+use crate::http::ConfigError;
+
+/// Shows a key for humans: the first and last four characters of keys longer than eight,
+/// `***` otherwise.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() > 8 {
+        let head: String = chars[..4].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        format!("{head}***{tail}")
+    } else {
+        "***".to_owned()
+    }
+}
+
+/// Replaces every occurrence of `secret` in `text` with its mask (providers sometimes echo
+/// part or all of a key in error messages).
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.len() < 4 || !text.contains(secret) {
+        return text.to_owned();
+    }
+    text.replace(secret, &mask_key(secret))
+}
+
+/// How long a rate-limited key rests when the provider gave no hint.
+pub const DEFAULT_REST: Duration = Duration::from_secs(1);
+
+struct Slot {
+    key: ApiKey,
+    quarantined: Option<String>,
+    resting_until: Option<Instant>,
+}
+
+struct PoolState {
+    slots: Vec<Slot>,
+    next: usize,
+}
+
+/// The keys of one provider.
+pub struct KeyPool {
+    provider: String,
+    state: Mutex<PoolState>,
+}
+
+impl std::fmt::Debug for KeyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPool")
+            .field("provider", &self.provider)
+            .field("keys", &self.ids())
+            .finish()
+    }
+}
+
+/// A key's state, for `providers list` and metrics (the key itself is masked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The key's id.
+    pub id: String,
+    /// The key, masked.
+    pub masked: String,
+    /// Why it is quarantined, if it is.
+    pub quarantined: Option<String>,
+    /// How long it still rests after a rate limit.
+    pub resting_for: Option<Duration>,
+}
+
+impl KeyPool {
+    /// A pool over `keys`; at least one is needed.
+    pub fn new(provider: &str, keys: Vec<ApiKey>) -> Result<Self, ConfigError> {
+        if keys.is_empty() {
+            return Err(ConfigError::NoKey {
+                provider: provider.to_owned(),
+            });
+        }
+        Ok(KeyPool {
+            provider: provider.to_owned(),
+            state: Mutex::new(PoolState {
+                slots: keys.into_iter().map(Slot::fresh).collect(),
+                next: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The ids of the keys, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock()
+            .slots
+            .iter()
+            .map(|s| s.key.id().to_owned())
+            .collect()
+    }
+
+    /// Each key's state.
+    pub fn status(&self) -> Vec<KeyStatus> {
+        let now = Instant::now();
+        self.lock()
+            .slots
+            .iter()
+            .map(|s| KeyStatus {
+                id: s.key.id().to_owned(),
+                masked: mask_key(s.key.expose()),
+                quarantined: s.quarantined.clone(),
+                resting_for: s
+                    .resting_until
+                    .and_then(|until| until.checked_duration_since(now))
+                    .filter(|d| !d.is_zero()),
+            })
+            .collect()
+    }
+
+    /// The next usable key, in turn. When none is usable the error says why: every key refused
+    /// (auth), or all resting (rate limited, with the shortest wait).
+    pub fn acquire(&self) -> Result<ApiKey, ProviderError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let n = state.slots.len();
+        for offset in 0..n {
+            let i = (state.next + offset) % n;
+            let slot = &mut state.slots[i];
+            if slot.quarantined.is_some() {
+                continue;
+            }
+            if slot.resting_until.is_some_and(|until| until > now) {
+                continue;
+            }
+            slot.resting_until = None;
+            let key = slot.key.clone();
+            state.next = (i + 1) % n;
+            return Ok(key);
+        }
+        let soonest = state
+            .slots
+            .iter()
+            .filter(|s| s.quarantined.is_none())
+            .filter_map(|s| s.resting_until)
+            .min();
+        match soonest {
+            Some(until) => Err(ProviderError::RateLimited {
+                retry_after: Some(until.saturating_duration_since(now)),
+                message: format!(
+                    "every key of {} is resting after a rate limit",
+                    self.provider
+                ),
+            }),
+            None => Err(ProviderError::Auth {
+                message: format!(
+                    "every key of {} was refused (quarantined: {}); replace the keys and reload",
+                    self.provider,
+                    state
+                        .slots
+                        .iter()
+                        .map(|s| s.key.id())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// Records how a call with `key_id` ended, so the next `acquire` avoids bad keys.
+    pub fn report(&self, key_id: &str, outcome: Result<(), &ProviderError>) {
+        let Err(error) = outcome else { return };
+        let mut state = self.lock();
+        let Some(slot) = state.slots.iter_mut().find(|s| s.key.id() == key_id) else {
+            // The pool was replaced while the call was in flight: nothing to update.
+            return;
+        };
+        match error {
+            ProviderError::Auth { .. } | ProviderError::InsufficientBalance { .. } => {
+                tracing::warn!(provider = %self.provider, key = key_id, kind = error.kind(), "key quarantined");
+                slot.quarantined = Some(error.kind().to_owned());
+            }
+            ProviderError::RateLimited { retry_after, .. } => {
+                let rest = retry_after.unwrap_or(DEFAULT_REST);
+                tracing::info!(provider = %self.provider, key = key_id, rest_ms = rest.as_millis() as u64, "key resting");
+                slot.resting_until = Some(Instant::now() + rest);
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces the keys (rotation). A key whose secret is unchanged keeps its state; calls in
+    /// flight keep the key they hold.
+    pub fn replace(&self, keys: Vec<ApiKey>) -> Result<(), ConfigError> {
+        if keys.is_empty() {
+            return Err(ConfigError::NoKey {
+                provider: self.provider.clone(),
+            });
+        }
+        let mut state = self.lock();
+        let old = std::mem::take(&mut state.slots);
+        state.slots = keys
+            .into_iter()
+            .map(
+                |key| match old.iter().find(|s| s.key.expose() == key.expose()) {
+                    Some(previous) => Slot {
+                        key,
+                        quarantined: previous.quarantined.clone(),
+                        resting_until: previous.resting_until,
+                    },
+                    None => Slot::fresh(key),
+                },
+            )
+            .collect();
+        state.next = 0;
+        Ok(())
+    }
+}
+
+impl Slot {
+    fn fresh(key: ApiKey) -> Self {
+        Slot {
+            key,
+            quarantined: None,
+            resting_until: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn keys(n: usize) -> Vec<ApiKey> {
+        (1..=n)
+            .map(|i| {
+                ApiKey::new(
+                    format!("p#{i}"),
+                    SecretString::from(format!("secret-key-{i}")),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn masks_show_only_the_ends() {
+        assert_eq!(mask_key("sk-1234567890abcd"), "sk-1***abcd");
+        assert_eq!(mask_key("short"), "***");
+        assert_eq!(mask_key("12345678"), "***");
+        assert_eq!(
+            redact("bad key sk-1234567890abcd!", "sk-1234567890abcd"),
+            "bad key sk-1***abcd!"
+        );
+    }
+
+    #[test]
+    fn keys_are_used_in_turn() {
+        let pool = KeyPool::new("p", keys(3)).expect("pool");
+        let ids: Vec<String> = (0..4)
+            .map(|_| pool.acquire().expect("key").id().to_owned())
+            .collect();
+        assert_eq!(ids, ["p#1", "p#2", "p#3", "p#1"]);
+    }
+
+    #[test]
+    fn refused_keys_are_quarantined() {
+        let pool = KeyPool::new("p", keys(2)).expect("pool");
+        let auth = ProviderError::Auth {
+            message: "bad".into(),
+        };
+        pool.report("p#1", Err(&auth));
+        for _ in 0..3 {
+            assert_eq!(pool.acquire().expect("key").id(), "p#2");
+        }
+        pool.report(
+            "p#2",
+            Err(&ProviderError::InsufficientBalance {
+                message: "broke".into(),
+            }),
+        );
+        let err = pool.acquire().expect_err("none left");
+        assert_eq!(err.kind(), "auth");
+        assert!(err.to_string().contains("p#1, p#2"), "{err}");
+        assert!(!err.to_string().contains("secret-key"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_keys_rest_until_their_reset() {
+        let pool = KeyPool::new("p", keys(2)).expect("pool");
+        let limited = ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(5)),
+            message: String::new(),
+        };
+        pool.report("p#1", Err(&limited));
+        pool.report("p#2", Err(&limited));
+        let err = pool.acquire().expect_err("all resting");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(pool.acquire().is_ok());
+    }
+
+    #[test]
+    fn replacing_keys_keeps_state_of_unchanged_keys() {
+        let pool = KeyPool::new("p", keys(2)).expect("pool");
+        pool.report(
+            "p#1",
+            Err(&ProviderError::Auth {
+                message: String::new(),
+            }),
+        );
+        let mut new_keys = keys(2);
+        new_keys.push(ApiKey::new("p#3", SecretString::from("secret-key-3")));
+        pool.replace(new_keys).expect("replace");
+        let status = pool.status();
+        assert_eq!(status.len(), 3);
+        assert!(status[0].quarantined.is_some());
+        assert!(status[2].quarantined.is_none());
+        assert_eq!(status[2].masked, "secr***ey-3");
+        assert!(pool.replace(Vec::new()).is_err());
+        let shown = format!("{pool:?}");
+        assert!(!shown.contains("secret-key"), "{shown}");
+    }
+}

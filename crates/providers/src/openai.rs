@@ -1,0 +1,492 @@
+//! The OpenAI chat-completions wire format, parameterised by a [`Dialect`]: DeepSeek, Groq,
+//! Mistral/Codestral, Kimi and local OpenAI-compatible servers all speak it, each with its own
+//! field names, usage placement and errors.
+
+use std::sync::Arc;
+
+use aetherflow_domain::{Price, Usage};
+use aetherflow_provider::{
+    ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role, StreamEvent,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::errors::{Flavor, classify};
+use crate::wire::{Sent, Transport};
+
+/// What differs between OpenAI-style providers.
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    /// Error conventions.
+    pub flavor: Flavor,
+    /// Path of the chat endpoint below the base URL.
+    pub chat_path: &'static str,
+    /// Name of the output-limit field (`max_tokens` or `max_completion_tokens`).
+    pub max_tokens_field: &'static str,
+    /// Name of the seed field, or `None` when the provider has none (never sent then).
+    pub seed_field: Option<&'static str>,
+    /// Whether to ask for usage in streams with `stream_options.include_usage` (Mistral
+    /// rejects the field; DeepSeek and Kimi send usage anyway).
+    pub stream_usage_option: bool,
+    /// Whether earlier assistant reasoning goes back as `reasoning_content`.
+    pub reasoning_field: Option<&'static str>,
+    /// Prices of known models.
+    pub prices: fn(&str) -> Option<Price>,
+}
+
+/// An adapter for one OpenAI-style provider.
+#[derive(Debug, Clone)]
+pub struct OpenAiStyle {
+    name: &'static str,
+    dialect: Dialect,
+    transport: Arc<Transport>,
+}
+
+impl OpenAiStyle {
+    /// An adapter named `name` speaking `dialect` over `transport`.
+    pub fn new(name: &'static str, dialect: Dialect, transport: Transport) -> Self {
+        OpenAiStyle {
+            name,
+            dialect,
+            transport: Arc::new(transport),
+        }
+    }
+
+    /// The connection, for requests outside chat (Codestral's FIM).
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The request body for `request`.
+    pub fn body(&self, request: &ChatRequest, stream: bool) -> Value {
+        build_body(&self.dialect, request, stream)
+    }
+
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        stream: bool,
+        started: Instant,
+    ) -> Result<(reqwest::Response, Option<aetherflow_provider::ApiKey>), ProviderError> {
+        let body = self.body(request, stream);
+        tracing::debug!(provider = self.name, model = %request.model, stream, "sending chat request");
+        match self
+            .transport
+            .post(self.dialect.chat_path, &body, started)
+            .await?
+        {
+            Sent::Ok(response, key) => Ok((response, key)),
+            Sent::Failed(failure, key) => {
+                let error = classify(self.dialect.flavor, &request.model, &failure);
+                tracing::debug!(
+                    provider = self.name,
+                    status = failure.status,
+                    kind = error.kind(),
+                    "provider refused the request"
+                );
+                self.transport.report(&key, Err(&error));
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Builds the JSON body: only fields this dialect accepts, under the names it expects.
+pub fn build_body(dialect: &Dialect, request: &ChatRequest, stream: bool) -> Value {
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if let Some(system) = &request.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for m in &request.messages {
+        let mut msg = Map::new();
+        msg.insert(
+            "role".into(),
+            Value::from(match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            }),
+        );
+        msg.insert("content".into(), Value::from(m.content.clone()));
+        if let (Role::Assistant, Some(field), Some(reasoning)) =
+            (m.role, dialect.reasoning_field, &m.reasoning)
+        {
+            msg.insert(field.into(), Value::from(reasoning.clone()));
+        }
+        messages.push(Value::Object(msg));
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), Value::from(request.model.clone()));
+    body.insert("messages".into(), Value::Array(messages));
+    if let Some(max) = request.max_output_tokens {
+        body.insert(dialect.max_tokens_field.into(), Value::from(max));
+    }
+    if let Some(t) = request.temperature {
+        body.insert("temperature".into(), Value::from(t));
+    }
+    if !request.stop.is_empty() {
+        body.insert("stop".into(), Value::from(request.stop.clone()));
+    }
+    if let (Some(seed), Some(field)) = (request.seed, dialect.seed_field) {
+        body.insert(field.into(), Value::from(seed));
+    }
+    if request.json_mode {
+        body.insert("response_format".into(), json!({"type": "json_object"}));
+    }
+    body.insert("stream".into(), Value::from(stream));
+    if stream && dialect.stream_usage_option {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Completion {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    x_groq: Option<XGroq>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct XGroq {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    delta: Option<WireMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    /// Kimi puts stream usage inside the choice.
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    /// Groq's parsed reasoning.
+    #[serde(default)]
+    reasoning: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+    /// DeepSeek.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+    /// Kimi.
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    fn normalise(&self) -> Usage {
+        let cached = [
+            self.prompt_cache_hit_tokens,
+            self.prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens),
+            self.cached_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        Usage {
+            input_tokens: self.prompt_tokens,
+            cached_input_tokens: cached.min(self.prompt_tokens),
+            output_tokens: self.completion_tokens,
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Maps a wire finish reason (spec §6); unknown values are kept raw.
+pub fn finish_reason(raw: &str) -> FinishReason {
+    match raw {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::MaxTokens,
+        "model_length" => FinishReason::ContextLimit,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        "insufficient_system_resource" | "error" => FinishReason::ProviderError,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// A finish that means the answer is unusable becomes the matching error, so fallbacks act on it.
+pub fn finish_error(reason: &FinishReason, raw: &str) -> Option<ProviderError> {
+    match reason {
+        FinishReason::ProviderError => Some(ProviderError::Server {
+            status: None,
+            message: format!("the provider stopped generating (`{raw}`); try again"),
+        }),
+        FinishReason::ContentFilter => Some(ProviderError::ContentFiltered {
+            message: format!("the answer was stopped by the provider's content filter (`{raw}`)"),
+        }),
+        _ => None,
+    }
+}
+
+/// Parses a non-streaming body (leading keep-alive blank lines are JSON whitespace).
+pub fn parse_completion(body: &[u8], requested_model: &str) -> Result<ChatResponse, ProviderError> {
+    let completion: Completion =
+        serde_json::from_slice(body).map_err(|e| ProviderError::Decode {
+            message: format!("chat completion: {e}"),
+        })?;
+    if let Some(error) = completion.error {
+        return Err(ProviderError::Server {
+            status: None,
+            message: error.to_string(),
+        });
+    }
+    let choice = completion
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::Decode {
+            message: "the answer has no choices".into(),
+        })?;
+    let raw_finish = choice.finish_reason.unwrap_or_else(|| "stop".into());
+    let finish = finish_reason(&raw_finish);
+    if let Some(error) = finish_error(&finish, &raw_finish) {
+        return Err(error);
+    }
+    let message = choice.message.unwrap_or_default();
+    let usage = completion
+        .usage
+        .or(choice.usage)
+        .or(completion.x_groq.and_then(|x| x.usage))
+        .map(|u| u.normalise())
+        .unwrap_or_default();
+    Ok(ChatResponse {
+        model: completion
+            .model
+            .unwrap_or_else(|| requested_model.to_owned()),
+        text: message.content.unwrap_or_default(),
+        reasoning: message.reasoning_content.or(message.reasoning),
+        finish_reason: finish,
+        usage,
+    })
+}
+
+/// State while folding stream chunks into events.
+#[derive(Debug, Default)]
+pub struct ChunkFolder {
+    usage: Option<Usage>,
+    finish: Option<(FinishReason, String)>,
+}
+
+impl ChunkFolder {
+    /// The events one `data:` payload yields (`[DONE]` yields none).
+    pub fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        if data.trim() == "[DONE]" {
+            return Ok(Vec::new());
+        }
+        let chunk: Completion = serde_json::from_str(data).map_err(|e| ProviderError::Decode {
+            message: format!("stream chunk: {e}"),
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(ProviderError::Server {
+                status: None,
+                message: format!("the stream reported an error: {error}"),
+            });
+        }
+        let mut events = Vec::new();
+        if let Some(x) = chunk.x_groq {
+            if let Some(error) = x.error {
+                return Err(ProviderError::Server {
+                    status: None,
+                    message: format!("the stream stopped early: {error}"),
+                });
+            }
+            if let Some(u) = x.usage {
+                self.usage = Some(u.normalise());
+            }
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some(u.normalise());
+        }
+        for choice in chunk.choices {
+            if let Some(u) = &choice.usage {
+                self.usage = Some(u.normalise());
+            }
+            if let Some(delta) = choice.delta {
+                if let Some(r) = delta
+                    .reasoning_content
+                    .or(delta.reasoning)
+                    .filter(|r| !r.is_empty())
+                {
+                    events.push(StreamEvent::Reasoning(r));
+                }
+                if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
+                    events.push(StreamEvent::Text(t));
+                }
+            }
+            if let Some(raw) = choice.finish_reason {
+                self.finish = Some((finish_reason(&raw), raw));
+            }
+        }
+        Ok(events)
+    }
+
+    /// The closing events once the stream ended: usage once, then the finish reason.
+    pub fn finish(self) -> Result<Vec<StreamEvent>, ProviderError> {
+        let Some((finish, raw)) = self.finish else {
+            return Err(ProviderError::Decode {
+                message: "the stream ended without a finish reason".into(),
+            });
+        };
+        if let Some(error) = finish_error(&finish, &raw) {
+            return Err(error);
+        }
+        let mut events = Vec::with_capacity(2);
+        if let Some(u) = self.usage {
+            events.push(StreamEvent::Usage(u));
+        }
+        events.push(StreamEvent::Finish(finish));
+        Ok(events)
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiStyle {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn price(&self, model: &str) -> Option<Price> {
+        (self.dialect.prices)(model)
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let started = Instant::now();
+        let (response, key) = self.send(request, false, started).await?;
+        let result = match self.transport.read_body(response, started).await {
+            Ok(body) => parse_completion(&body, &request.model),
+            Err(e) => Err(e),
+        };
+        self.transport.report(&key, result.as_ref().map(|_| ()));
+        result
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        let started = Instant::now();
+        let (response, key) = self.send(request, true, started).await?;
+        let mut data = self.transport.sse_data(response, started);
+        let transport = Arc::clone(&self.transport);
+        Ok(Box::pin(async_stream::stream! {
+            let mut folder = ChunkFolder::default();
+            let mut failed = None;
+            while let Some(item) = data.next().await {
+                match item.and_then(|d| folder.push(&d)) {
+                    Ok(events) => {
+                        for e in events {
+                            yield Ok(e);
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let closing = match failed {
+                Some(e) => Err(e),
+                None => folder.finish(),
+            };
+            transport.report(&key, closing.as_ref().map(|_| ()));
+            match closing {
+                Ok(events) => {
+                    for e in events {
+                        yield Ok(e);
+                    }
+                }
+                Err(e) => yield Err(e),
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_normalised_from_every_placement() {
+        let ds = r#"{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":27,"completion_tokens":9,"total_tokens":36,"prompt_cache_hit_tokens":20,"prompt_cache_miss_tokens":7,"completion_tokens_details":{"reasoning_tokens":7}}}"#;
+        let r = parse_completion(ds.as_bytes(), "m").expect("parses");
+        assert_eq!(
+            r.usage,
+            Usage {
+                input_tokens: 27,
+                cached_input_tokens: 20,
+                output_tokens: 9,
+                reasoning_tokens: 7
+            }
+        );
+        let kimi = r#"{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":30,"completion_tokens":7,"cached_tokens":12,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+        assert_eq!(
+            parse_completion(kimi.as_bytes(), "m")
+                .expect("parses")
+                .usage
+                .cached_input_tokens,
+            12
+        );
+    }
+
+    #[test]
+    fn unknown_finish_reasons_are_kept_raw() {
+        let body = r#"{"choices":[{"message":{"content":"x"},"finish_reason":"brand_new"}]}"#;
+        let r = parse_completion(body.as_bytes(), "m").expect("parses");
+        assert_eq!(r.finish_reason, FinishReason::Other("brand_new".into()));
+        assert_eq!(r.model, "m");
+    }
+
+    #[test]
+    fn malformed_bodies_are_decode_errors_not_panics() {
+        for body in ["", "{", "[]", r#"{"choices":[]}"#, r#"{"choices":"x"}"#] {
+            let err = parse_completion(body.as_bytes(), "m").expect_err(body);
+            assert_eq!(err.kind(), "decode", "{body}");
+        }
+    }
+}

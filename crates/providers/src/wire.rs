@@ -1,0 +1,213 @@
+//! The transport every adapter shares: pick a key, send with deadlines, map HTTP failures to
+//! typed errors, and turn an SSE body into events with first-token and stall timeouts.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aetherflow_provider::{ApiKey, ProviderError, TimeoutPhase};
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::http::{self, ConfigError, Timeouts};
+use crate::keys::{KeyPool, redact};
+
+/// How the key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// `x-goog-api-key: <key>` (Gemini; never a `?key=` query parameter).
+    GoogApiKey,
+}
+
+/// An HTTP failure, read: status, headers and body text.
+#[derive(Debug, Clone)]
+pub struct HttpFailure {
+    /// The status code.
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body, bounded and with the key redacted.
+    pub body: String,
+}
+
+/// The parts of a provider connection every adapter needs.
+#[derive(Debug)]
+pub struct Transport {
+    /// Provider name, for messages and logs.
+    pub provider: String,
+    /// Base URL (validated).
+    pub base: Url,
+    /// Deadlines.
+    pub timeouts: Timeouts,
+    /// The pooled client.
+    pub client: reqwest::Client,
+    /// Keys, or none for a keyless local server.
+    pub keys: Option<Arc<KeyPool>>,
+    /// How keys are sent.
+    pub auth: AuthStyle,
+}
+
+/// A sent request's answer, or the failure to read.
+pub enum Sent {
+    /// 2xx: the response and the key used.
+    Ok(reqwest::Response, Option<ApiKey>),
+    /// Non-2xx, read.
+    Failed(HttpFailure, Option<ApiKey>),
+}
+
+impl Transport {
+    /// A transport with a fresh client.
+    pub fn new(
+        provider: &str,
+        base_url: &str,
+        timeouts: Timeouts,
+        keys: Option<Arc<KeyPool>>,
+        auth: AuthStyle,
+    ) -> Result<Self, ConfigError> {
+        Ok(Transport {
+            provider: provider.to_owned(),
+            base: http::base_url(base_url)?,
+            client: http::client(provider, &timeouts)?,
+            timeouts,
+            keys,
+            auth,
+        })
+    }
+
+    /// Sends a JSON body to `path`, waiting at most the first-token deadline for the response
+    /// head.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        started: Instant,
+    ) -> Result<Sent, ProviderError> {
+        let key = match &self.keys {
+            Some(pool) => Some(pool.acquire()?),
+            None => None,
+        };
+        let mut request = self
+            .client
+            .post(http::endpoint(&self.base, path))
+            .json(body)
+            .timeout(self.timeouts.total);
+        if let Some(key) = &key {
+            request = match self.auth {
+                AuthStyle::Bearer => request.bearer_auth(key.expose()),
+                AuthStyle::GoogApiKey => request.header("x-goog-api-key", key.expose()),
+            };
+        }
+        let wait = self.timeouts.first_token.min(self.remaining(started));
+        let response = match tokio::time::timeout(wait, request.send()).await {
+            Err(_) => {
+                return Err(self.timed_out(started));
+            }
+            Ok(Err(e)) => return Err(http::transport_error(e, &self.timeouts)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Sent::Ok(response, key));
+        }
+        let headers = response.headers().clone();
+        let mut body = http::error_body(response).await;
+        if let Some(k) = &key {
+            body = redact(&body, k.expose());
+        }
+        Ok(Sent::Failed(
+            HttpFailure {
+                status: status.as_u16(),
+                headers,
+                body,
+            },
+            key,
+        ))
+    }
+
+    /// Reads a whole 2xx body within the total deadline.
+    pub async fn read_body(
+        &self,
+        response: reqwest::Response,
+        started: Instant,
+    ) -> Result<bytes::Bytes, ProviderError> {
+        match tokio::time::timeout(self.remaining(started), response.bytes()).await {
+            Err(_) => Err(ProviderError::Timeout {
+                phase: TimeoutPhase::Total,
+                after: self.timeouts.total,
+            }),
+            Ok(Err(e)) => Err(http::transport_error(e, &self.timeouts)),
+            Ok(Ok(b)) => Ok(b),
+        }
+    }
+
+    /// Tells the key pool how the call ended.
+    pub fn report(&self, key: &Option<ApiKey>, outcome: Result<(), &ProviderError>) {
+        if let (Some(pool), Some(key)) = (&self.keys, key) {
+            pool.report(key.id(), outcome);
+        }
+    }
+
+    fn remaining(&self, started: Instant) -> std::time::Duration {
+        self.timeouts.total.saturating_sub(started.elapsed())
+    }
+
+    fn timed_out(&self, started: Instant) -> ProviderError {
+        if self.remaining(started).is_zero() {
+            ProviderError::Timeout {
+                phase: TimeoutPhase::Total,
+                after: self.timeouts.total,
+            }
+        } else {
+            ProviderError::Timeout {
+                phase: TimeoutPhase::FirstToken,
+                after: self.timeouts.first_token,
+            }
+        }
+    }
+
+    /// The data payloads of an SSE body (comments and keep-alives skipped), each within the
+    /// stall deadline and all within the total deadline.
+    pub fn sse_data(
+        &self,
+        response: reqwest::Response,
+        started: Instant,
+    ) -> Pin<Box<dyn Stream<Item = Result<String, ProviderError>> + Send>> {
+        let timeouts = self.timeouts;
+        let mut events = response.bytes_stream().eventsource();
+        Box::pin(async_stream::stream! {
+            loop {
+                let remaining = timeouts.total.saturating_sub(started.elapsed());
+                let wait = timeouts.first_token.min(remaining);
+                match tokio::time::timeout(wait, events.next()).await {
+                    Err(_) => {
+                        let phase = if remaining <= timeouts.first_token { TimeoutPhase::Total } else { TimeoutPhase::FirstToken };
+                        let after = if phase == TimeoutPhase::Total { timeouts.total } else { timeouts.first_token };
+                        yield Err(ProviderError::Timeout { phase, after });
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        yield Err(ProviderError::Transport { message: format!("the event stream broke: {e}") });
+                        break;
+                    }
+                    Ok(Some(Ok(event))) => {
+                        if event.data.is_empty() {
+                            continue;
+                        }
+                        yield Ok(event.data);
+                    }
+                }
+            }
+        })
+    }
+
+    /// The current time for `Retry-After` dates.
+    pub fn now() -> SystemTime {
+        SystemTime::now()
+    }
+}
