@@ -107,32 +107,161 @@ fn without_keys_or_offline_run_names_the_variables_and_exits_2() {
     }
 }
 
+/// A local server that answers every chat request like DeepSeek would.
+fn deepseek_mock(
+    runtime: &tokio::runtime::Runtime,
+    status: u16,
+    body: &str,
+) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    runtime.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/chat/completions"))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_raw(body.to_owned(), "application/json"),
+            )
+            .mount(&server)
+            .await;
+        server
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
-fn a_configured_key_is_never_echoed() {
-    let dir = tempfile::tempdir().expect("dir");
+fn runs_online_against_a_configured_provider() {
+    let rt = runtime();
+    let answer = serde_json::json!({
+        "id": "x", "object": "chat.completion", "model": "deepseek-v4-flash",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+            "content": "```python path=app/repository.py\nclass TodoRepository: ...\n```\n"}}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+                  "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": 1000}
+    });
+    let server = deepseek_mock(&rt, 200, &answer.to_string());
+    let out = tempfile::tempdir().expect("out");
     let plan = example_plan();
+    let ws = example_workspace();
     let o = bin()
-        .current_dir(dir.path())
-        .env("DEEPSEEK_API_KEY", "sk-do-not-print-me-0123456789")
-        .env("AETHERFLOW_LOG__LEVEL", "trace")
-        .args(["run", plan.to_str().expect("utf-8")])
+        .current_dir(out.path())
+        .env("DEEPSEEK_API_KEY", "sk-online-test-000000")
+        .env("AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL", server.uri())
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
         .output()
         .expect("runs");
-    assert_eq!(o.status.code(), Some(2));
-    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(all.contains("deepseek"), "{all}");
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let report = read_json(&only_run_dir(out.path(), "todo-api-example").join("report.json"));
+    let step = &report["steps"][1];
+    assert_eq!(step["provider"], "deepseek");
+    assert_eq!(step["model"], "deepseek-v4-flash");
+    // 1000 input × $0.14/M + 200 output × $0.28/M = $0.000196
+    assert_eq!(step["cost"], 196);
+    let requests = rt.block_on(server.received_requests()).expect("recording");
+    assert_eq!(requests.len(), 5);
+    let all = format!("{}{}{}", text(&o.stdout), text(&o.stderr), report);
+    assert!(!all.contains("sk-online-test"), "key leaked");
+}
+
+#[test]
+fn a_configured_key_is_never_echoed() {
+    let rt = runtime();
+    let echo = r#"{"error":{"message":"Authentication Fails, Your api key: sk-do-not-print-me-0123456789 is invalid","type":"authentication_error","param":null,"code":"invalid_request_error"}}"#;
+    let server = deepseek_mock(&rt, 401, echo);
+    let out = tempfile::tempdir().expect("out");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let logs = out.path().join("logs");
+    let o = bin()
+        .current_dir(out.path())
+        .env("DEEPSEEK_API_KEY", "sk-do-not-print-me-0123456789")
+        .env("AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL", server.uri())
+        .env("AETHERFLOW_LOG__LEVEL", "trace")
+        .env("AETHERFLOW_LOG__DIR", &logs)
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let report =
+        std::fs::read_to_string(only_run_dir(out.path(), "todo-api-example").join("report.json"))
+            .expect("report");
+    assert!(report.contains("authentication failed"), "{report}");
+    let log_files: String = std::fs::read_dir(&logs)
+        .expect("logs")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let all = format!("{}{}{report}{log_files}", text(&o.stdout), text(&o.stderr));
     assert!(!all.contains("sk-do-not-print-me"), "the key leaked: {all}");
 }
 
 #[test]
-fn keys_from_a_dot_env_file_are_read() {
+fn keys_from_a_dot_env_file_are_read_and_listed_masked() {
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join(".env"), "GROQ_API_KEY=gsk_from_dotenv\n").expect("write");
-    let plan = example_plan();
-    let o = run_in(dir.path(), &["run", plan.to_str().expect("utf-8")]);
-    let err = text(&o.stderr);
-    assert!(err.contains("keys are configured for groq"), "{err}");
-    assert!(!err.contains("gsk_from_dotenv"));
+    std::fs::write(
+        dir.path().join(".env"),
+        "GROQ_API_KEY=gsk_from_dotenv_123456\n",
+    )
+    .expect("write");
+    let o = run_in(dir.path(), &["providers", "list", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(listed[0]["name"], "groq");
+    assert_eq!(listed[0]["keys"][0]["key"], "gsk_***3456");
+    assert!(!text(&o.stdout).contains("gsk_from_dotenv"));
+}
+
+#[test]
+fn providers_check_makes_a_live_call() {
+    let rt = runtime();
+    let ok = r#"{"model":"deepseek-v4-flash","choices":[{"index":0,"message":{"role":"assistant","content":"OK"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#;
+    let server = deepseek_mock(&rt, 200, ok);
+    let dir = tempfile::tempdir().expect("dir");
+    let o = bin()
+        .current_dir(dir.path())
+        .env("DEEPSEEK_API_KEY", "sk-check-000000000")
+        .env("AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL", server.uri())
+        .args(["providers", "check"])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("ok      deepseek/deepseek-v4-flash"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    let failing = deepseek_mock(&rt, 503, r#"{"error":{"message":"Server Overloaded"}}"#);
+    let o = bin()
+        .current_dir(dir.path())
+        .env("DEEPSEEK_API_KEY", "sk-check-000000000")
+        .env("AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL", failing.uri())
+        .args(["providers", "check"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).contains("[server]"), "{}", text(&o.stdout));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! skipped or cancelled, 2 invalid input or configuration.
 
 mod plan_cmd;
+mod providers_cmd;
 mod render;
 mod run_cmd;
 
@@ -43,6 +44,24 @@ enum Command {
     /// Validate or inspect plans without running them.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Inspect and check the configured providers.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProvidersCommand {
+    /// Configured providers, models, masked keys and prices.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A minimal live call to each configured provider.
+    Check {
+        /// Only these providers (default: all configured).
+        providers: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -131,5 +150,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_cmd::run(args, settings, &environment),
         Command::Plan(PlanCommand::Validate { plans, json }) => plan_cmd::validate(&plans, json),
         Command::Plan(PlanCommand::Show { plan, json }) => plan_cmd::show(&plan, json),
+        Command::Providers(ProvidersCommand::List { json }) => {
+            providers_cmd::list(&settings, &environment, json)
+        }
+        Command::Providers(ProvidersCommand::Check { providers }) => {
+            providers_cmd::check(&settings, &environment, &providers)
+        }
     }
 }

@@ -48,15 +48,13 @@ pub fn run(
         if args.mock_script.is_some() || args.mock_latency_ms.is_some() {
             anyhow::bail!("--mock-script and --mock-latency-ms only apply with --offline");
         }
-        let keys = environment.keys();
-        if keys.is_empty() {
-            anyhow::bail!(ProviderKeys::missing_help());
+        match aetherflow_orchestrator::setup::provider_set(
+            &settings.providers,
+            &environment.keys(),
+        )? {
+            Some(set) => set,
+            None => anyhow::bail!(ProviderKeys::missing_help()),
         }
-        anyhow::bail!(
-            "keys are configured for {}, but this build has no provider adapters yet, so it \
-             cannot call a real provider; run with --offline to use the built-in mock provider",
-            keys.configured().join(", ")
-        );
     };
 
     let workspace = Workspace::open(&args.workspace, settings.context.limits())?;

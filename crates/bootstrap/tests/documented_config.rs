@@ -34,7 +34,7 @@ fn the_env_example_documents_every_key_variable() {
     for line in example.lines() {
         let line = line.trim();
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            section = name.to_ascii_uppercase();
+            section = name.to_ascii_uppercase().replace('.', "__");
         } else if let Some((key, _)) = line.trim_start_matches("# ").split_once(" = ")
             && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
         {

@@ -474,6 +474,9 @@ async fn execute(
                 FinishReason::MaxTokens => Some(
                     "the answer was cut at the output token limit; raise max_output_tokens or split the step",
                 ),
+                FinishReason::ContextLimit => Some(
+                    "the answer was cut at the model's context window; use a model with a larger window or split the step",
+                ),
                 FinishReason::ContentFilter => Some("the provider filtered the answer"),
                 _ if response.text.trim().is_empty() => {
                     Some("the provider returned an empty answer")

@@ -31,6 +31,7 @@ mod output;
 pub mod prompt;
 pub mod routing;
 pub mod settings;
+pub mod setup;
 pub mod workspace;
 
 use std::sync::Arc;

@@ -29,6 +29,58 @@ pub struct Settings {
     pub mock: MockSettings,
     /// The HTTP server (`aetherflow-api`).
     pub server: ServerSettings,
+    /// The real providers.
+    pub providers: ProvidersSettings,
+}
+
+/// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersSettings {
+    /// The provider steps use unless they name one (`context.provider`); by default the first
+    /// configured of deepseek, gemini, groq, codestral, kimi, openai-compatible.
+    pub default: Option<String>,
+    /// `[providers.deepseek]`
+    pub deepseek: ProviderSettings,
+    /// `[providers.gemini]`
+    pub gemini: ProviderSettings,
+    /// `[providers.groq]`
+    pub groq: ProviderSettings,
+    /// `[providers.codestral]`
+    pub codestral: ProviderSettings,
+    /// `[providers.kimi]`
+    pub kimi: ProviderSettings,
+    /// `[providers.openai_compatible]`: a local server (Ollama, vLLM, llama.cpp, LM Studio);
+    /// enabled by setting its `base_url`.
+    pub openai_compatible: ProviderSettings,
+}
+
+/// One provider's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// The model asked for (default: the adapter's).
+    pub model: Option<String>,
+    /// Overrides the public base URL (https, or http on loopback only).
+    pub base_url: Option<String>,
+    /// Connection deadline, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Deadline for the first byte or event, and for silence inside a stream, in milliseconds.
+    pub first_token_timeout_ms: u64,
+    /// Deadline for the whole call, in milliseconds.
+    pub total_timeout_ms: u64,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        ProviderSettings {
+            model: None,
+            base_url: None,
+            connect_timeout_ms: 10_000,
+            first_token_timeout_ms: 60_000,
+            total_timeout_ms: 600_000,
+        }
+    }
 }
 
 /// `[run]`
@@ -250,6 +302,7 @@ pub const KEY_VARIABLES: &[(&str, &[&str])] = &[
     ("groq", &["GROQ_API_KEY"]),
     ("codestral", &["CODESTRAL_API_KEY", "MISTRAL_API_KEY"]),
     ("kimi", &["MOONSHOT_API_KEY", "KIMI_API_KEY", "KIMI_KEY"]),
+    ("openai-compatible", &["OPENAI_COMPATIBLE_API_KEY"]),
 ];
 
 /// Provider keys found in the environment. Several keys for one provider may be given
@@ -317,7 +370,8 @@ impl ProviderKeys {
             .collect();
         format!(
             "no provider API key is configured: set one of {} (in the environment or a .env \
-             file), or pass --offline to use the built-in mock provider",
+             file), or a local server's providers.openai_compatible.base_url, or pass --offline \
+             to use the built-in mock provider",
             vars.join(", ")
         )
     }

@@ -1,0 +1,250 @@
+//! Building the provider set from settings and keys: one adapter per configured provider, the
+//! default chosen by `providers.default` or by a fixed preference order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aetherflow_providers::config::AdapterConfig;
+use aetherflow_providers::http::{ConfigError, Timeouts};
+use aetherflow_providers::keys::KeyPool;
+use aetherflow_providers::{codestral, deepseek, gemini, groq, kimi, openai_compatible};
+
+use crate::routing::{ProviderEntry, ProviderSet, canonical_provider_name};
+use crate::settings::{ProviderKeys, ProviderSettings, ProvidersSettings};
+
+/// The order in which a default provider is picked when `providers.default` is not set.
+pub const PREFERENCE: [&str; 6] = [
+    "deepseek",
+    "gemini",
+    "groq",
+    "codestral",
+    "kimi",
+    "openai-compatible",
+];
+
+/// The providers could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// An adapter's configuration is wrong.
+    #[error("providers.{provider}: {source}")]
+    Adapter {
+        /// The provider.
+        provider: String,
+        /// What is wrong.
+        source: ConfigError,
+    },
+    /// `providers.default` names a provider that is not configured.
+    #[error(
+        "providers.default = `{wanted}` is not configured (configured: {configured}); set its key or change the default"
+    )]
+    Default {
+        /// The name given.
+        wanted: String,
+        /// What is configured.
+        configured: String,
+    },
+}
+
+/// A configured provider, for `providers list`.
+#[derive(Debug, Clone)]
+pub struct ConfiguredProvider {
+    /// Canonical name.
+    pub name: String,
+    /// The adapter and model.
+    pub entry: ProviderEntry,
+    /// The key pool (absent for keyless local servers).
+    pub keys: Option<Arc<KeyPool>>,
+    /// The base URL in use.
+    pub base_url: String,
+}
+
+fn timeouts(s: &ProviderSettings) -> Timeouts {
+    Timeouts {
+        connect: Duration::from_millis(s.connect_timeout_ms),
+        first_token: Duration::from_millis(s.first_token_timeout_ms),
+        total: Duration::from_millis(s.total_timeout_ms),
+    }
+}
+
+/// Every provider that has a key (or, for a local server, a base URL), in preference order.
+pub fn configured_providers(
+    settings: &ProvidersSettings,
+    keys: &ProviderKeys,
+) -> Result<Vec<ConfiguredProvider>, SetupError> {
+    let mut out = Vec::new();
+    for name in PREFERENCE {
+        let s = match name {
+            "deepseek" => &settings.deepseek,
+            "gemini" => &settings.gemini,
+            "groq" => &settings.groq,
+            "codestral" => &settings.codestral,
+            "kimi" => &settings.kimi,
+            _ => &settings.openai_compatible,
+        };
+        let pool = keys.get(name).map(|k| KeyPool::new(name, k.to_vec()));
+        let pool = match pool {
+            Some(Ok(p)) => Some(Arc::new(p)),
+            Some(Err(source)) => {
+                return Err(SetupError::Adapter {
+                    provider: name.into(),
+                    source,
+                });
+            }
+            None => None,
+        };
+        let local = name == "openai-compatible";
+        if pool.is_none() && !(local && s.base_url.is_some()) {
+            continue;
+        }
+        let config = AdapterConfig {
+            base_url: s.base_url.clone(),
+            timeouts: timeouts(s),
+            keys: pool.clone(),
+        };
+        let err = |source| SetupError::Adapter {
+            provider: name.into(),
+            source,
+        };
+        let (provider, default_model, default_base): (
+            Arc<dyn aetherflow_provider::Provider>,
+            &str,
+            &str,
+        ) = match name {
+            "deepseek" => (
+                Arc::new(deepseek::adapter(config).map_err(err)?),
+                deepseek::DEFAULT_MODEL,
+                deepseek::DEFAULT_BASE_URL,
+            ),
+            "gemini" => (
+                Arc::new(gemini::adapter(config).map_err(err)?),
+                gemini::DEFAULT_MODEL,
+                gemini::DEFAULT_BASE_URL,
+            ),
+            "groq" => (
+                Arc::new(groq::adapter(config).map_err(err)?),
+                groq::DEFAULT_MODEL,
+                groq::DEFAULT_BASE_URL,
+            ),
+            "codestral" => (
+                Arc::new(codestral::adapter(config).map_err(err)?),
+                codestral::DEFAULT_MODEL,
+                codestral::DEFAULT_BASE_URL,
+            ),
+            "kimi" => (
+                Arc::new(kimi::adapter(config).map_err(err)?),
+                kimi::DEFAULT_MODEL,
+                kimi::DEFAULT_BASE_URL,
+            ),
+            _ => (
+                Arc::new(openai_compatible::adapter(config).map_err(err)?),
+                "default",
+                "",
+            ),
+        };
+        out.push(ConfiguredProvider {
+            name: name.to_owned(),
+            entry: ProviderEntry {
+                provider,
+                model: s.model.clone().unwrap_or_else(|| default_model.to_owned()),
+            },
+            keys: pool,
+            base_url: s
+                .base_url
+                .clone()
+                .unwrap_or_else(|| default_base.to_owned()),
+        });
+    }
+    Ok(out)
+}
+
+/// The provider set for online runs, or `None` when nothing is configured.
+pub fn provider_set(
+    settings: &ProvidersSettings,
+    keys: &ProviderKeys,
+) -> Result<Option<ProviderSet>, SetupError> {
+    let configured = configured_providers(settings, keys)?;
+    let Some(first) = configured.first() else {
+        return Ok(None);
+    };
+    let default = match &settings.default {
+        Some(wanted) => {
+            let wanted = canonical_provider_name(wanted);
+            configured
+                .iter()
+                .find(|c| c.name == wanted)
+                .ok_or_else(|| SetupError::Default {
+                    wanted: wanted.clone(),
+                    configured: configured
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?
+        }
+        None => first,
+    };
+    let mut set = ProviderSet::new(&default.name, default.entry.clone());
+    for c in &configured {
+        set = set.with(&c.name, c.entry.clone());
+    }
+    Ok(Some(set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn keys(pairs: &[(&str, &str)]) -> ProviderKeys {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        ProviderKeys::from_env(&env)
+    }
+
+    #[test]
+    fn nothing_configured_means_no_set() {
+        let set = provider_set(&ProvidersSettings::default(), &keys(&[])).expect("ok");
+        assert!(set.is_none());
+    }
+
+    #[test]
+    fn the_default_follows_preference_or_configuration() {
+        let k = keys(&[("GROQ_API_KEY", "gsk_1"), ("GEMINI_API_KEY", "g_1")]);
+        let set = provider_set(&ProvidersSettings::default(), &k)
+            .expect("ok")
+            .expect("set");
+        assert_eq!(set.names(), ["gemini", "groq"]);
+        let settings = ProvidersSettings {
+            default: Some("groq".into()),
+            ..ProvidersSettings::default()
+        };
+        assert!(provider_set(&settings, &k).is_ok());
+        let settings = ProvidersSettings {
+            default: Some("kimi".into()),
+            ..ProvidersSettings::default()
+        };
+        let err = provider_set(&settings, &k).expect_err("kimi has no key");
+        assert!(
+            err.to_string().contains("configured: gemini, groq"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_local_server_is_enabled_by_its_base_url() {
+        let mut settings = ProvidersSettings::default();
+        settings.openai_compatible.base_url = Some("http://127.0.0.1:11434/v1".into());
+        settings.openai_compatible.model = Some("llama3.2".into());
+        let configured = configured_providers(&settings, &keys(&[])).expect("ok");
+        assert_eq!(configured.len(), 1);
+        assert_eq!(configured[0].entry.model, "llama3.2");
+        settings.openai_compatible.base_url = Some("http://203.0.113.9/v1".into());
+        let err = configured_providers(&settings, &keys(&[])).expect_err("remote http");
+        assert!(
+            err.to_string().contains("providers.openai-compatible"),
+            "{err}"
+        );
+    }
+}
