@@ -227,6 +227,17 @@ pub fn classify(flavor: Flavor, model: &str, failure: &HttpFailure) -> ProviderE
             model: model.to_owned(),
             message,
         },
+        (Flavor::Mistral, 400) if code == "unknown_model" => ProviderError::ModelNotFound {
+            model: model.to_owned(),
+            message,
+        },
+        // DeepSeek gives an unknown model no code of its own, only this message.
+        (Flavor::DeepSeek, 400 | 422) if message.contains("Model Not Exist") => {
+            ProviderError::ModelNotFound {
+                model: model.to_owned(),
+                message,
+            }
+        }
         (Flavor::Kimi, 403) if kind == "exceeded_current_quota_error" => {
             ProviderError::InsufficientBalance { message }
         }
