@@ -12,7 +12,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 
 fn configured(settings: &Settings, env: &Environment) -> anyhow::Result<Vec<ConfiguredProvider>> {
-    Ok(configured_providers(&settings.providers, &env.keys())?)
+    Ok(configured_providers(&settings.providers, &env.keys()?)?)
 }
 
 fn price_text(p: &ConfiguredProvider) -> String {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aetherflow_domain::run::{Mode, RunStatus};
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
+use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
 use aetherflow_orchestrator::{EventSink, Orchestrator, RunOptions, mock_provider_set};
 use aetherflow_provider::mock::{MockProvider, MockScript};
@@ -36,6 +37,7 @@ pub fn run(
         None => settings.run.mode,
     };
 
+    let mut reloader = None;
     let providers = if args.offline {
         let script = match args.mock_script.as_ref().or(settings.mock.script.as_ref()) {
             Some(path) => MockScript::from_file(path)?,
@@ -48,10 +50,10 @@ pub fn run(
         if args.mock_script.is_some() || args.mock_latency_ms.is_some() {
             anyhow::bail!("--mock-script and --mock-latency-ms only apply with --offline");
         }
-        match aetherflow_orchestrator::setup::provider_set(
-            &settings.providers,
-            &environment.keys(),
-        )? {
+        let keys = environment.keys()?;
+        let configured = setup::configured_providers(&settings.providers, &keys)?;
+        reloader = Some(setup::KeyReloader::new(&configured, &keys));
+        match setup::provider_set_from(&settings.providers, &configured)? {
             Some(set) => set,
             None => anyhow::bail!(ProviderKeys::missing_help()),
         }
@@ -83,6 +85,23 @@ pub fn run(
         let cancel = CancellationToken::new();
         // Installed before the run starts, so an early Ctrl-C already cancels cleanly.
         let mut interrupts = Interrupts::install()?;
+        // Keys in files rotate without a restart: on SIGHUP, and when a file changes.
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(reloader) = reloader.filter(|r| !r.is_empty()) {
+            tokio::spawn(reloader.watch(Duration::from_secs(5), reload_rx));
+            #[cfg(unix)]
+            if let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if reload_tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             if interrupts.next().await {

@@ -68,9 +68,9 @@ impl Environment {
         Ok(Environment { vars, settings })
     }
 
-    /// Provider keys from the usual variables.
-    pub fn keys(&self) -> ProviderKeys {
-        ProviderKeys::from_env(&self.vars)
+    /// Provider keys from the usual variables (or the files their `*_FILE` variants name).
+    pub fn keys(&self) -> Result<ProviderKeys, BootstrapError> {
+        Ok(ProviderKeys::from_env(&self.vars)?)
     }
 }
 
@@ -91,7 +91,7 @@ mod tests {
         assert_eq!(env.vars["GROQ_API_KEY"], "from-file");
         assert_eq!(env.vars["DEEPSEEK_API_KEY"], "process");
         assert_eq!(env.settings.run.concurrency, 7);
-        assert_eq!(env.keys().configured(), ["deepseek", "groq"]);
+        assert_eq!(env.keys().expect("keys").configured(), ["deepseek", "groq"]);
     }
 
     #[test]

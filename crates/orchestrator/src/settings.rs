@@ -226,6 +226,16 @@ pub enum SettingsError {
     /// The file or environment did not match the schema.
     #[error("configuration: {0} (see aetherflow.example.toml for every key)")]
     Load(#[from] config::ConfigError),
+    /// A key file named by a `*_FILE` variable cannot be used.
+    #[error("{var}={path}: {message}; point it at a readable file holding the key")]
+    KeyFile {
+        /// The variable.
+        var: String,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A value is out of range.
     #[error("configuration: `{key}` {message}")]
     Invalid {
@@ -310,37 +320,76 @@ pub const KEY_VARIABLES: &[(&str, &[&str])] = &[
 #[derive(Clone, Default)]
 pub struct ProviderKeys {
     keys: BTreeMap<&'static str, Vec<ApiKey>>,
+    files: BTreeMap<&'static str, PathBuf>,
+}
+
+/// Keys from one variable's text: separated by commas or new lines, each given an id such as
+/// `deepseek#2`.
+pub fn parse_keys(provider: &str, text: &str) -> Vec<ApiKey> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, k)| {
+            ApiKey::new(
+                format!("{provider}#{}", i + 1),
+                SecretString::from(k.to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// Keys from a key file; `var` names the variable that pointed at it, for the error.
+pub fn read_key_file(provider: &str, var: &str, path: &Path) -> Result<Vec<ApiKey>, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::KeyFile {
+        var: var.to_owned(),
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let keys = parse_keys(provider, &text);
+    if keys.is_empty() {
+        return Err(SettingsError::KeyFile {
+            var: var.to_owned(),
+            path: path.display().to_string(),
+            message: "the file holds no key".into(),
+        });
+    }
+    Ok(keys)
 }
 
 impl ProviderKeys {
-    /// Reads the variables of [`KEY_VARIABLES`] from `env`; the first non-empty one wins.
-    pub fn from_env(env: &HashMap<String, String>) -> Self {
+    /// Reads the variables of [`KEY_VARIABLES`] from `env`; the first non-empty one wins. Each
+    /// variable may instead name a file with `<VAR>_FILE` (a Docker or Kubernetes secret such as
+    /// `/run/secrets/deepseek_api_key`), holding keys separated by commas or new lines; such a
+    /// file can be re-read at run time to rotate keys.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, SettingsError> {
         let mut keys = BTreeMap::new();
+        let mut files = BTreeMap::new();
         for (provider, vars) in KEY_VARIABLES {
-            let Some(value) = vars
-                .iter()
-                .filter_map(|v| env.get(*v))
-                .find(|v| !v.trim().is_empty())
-            else {
-                continue;
-            };
-            let pool: Vec<ApiKey> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .enumerate()
-                .map(|(i, k)| {
-                    ApiKey::new(
-                        format!("{provider}#{}", i + 1),
-                        SecretString::from(k.to_owned()),
-                    )
-                })
-                .collect();
-            if !pool.is_empty() {
+            let mut found = None;
+            for var in *vars {
+                if let Some(v) = env.get(*var).filter(|v| !v.trim().is_empty()) {
+                    found = Some(parse_keys(provider, v));
+                    break;
+                }
+                let file_var = format!("{var}_FILE");
+                if let Some(path) = env.get(&file_var).filter(|p| !p.trim().is_empty()) {
+                    let path = PathBuf::from(path.trim());
+                    found = Some(read_key_file(provider, &file_var, &path)?);
+                    files.insert(*provider, path);
+                    break;
+                }
+            }
+            if let Some(pool) = found.filter(|p| !p.is_empty()) {
                 keys.insert(*provider, pool);
             }
         }
-        ProviderKeys { keys }
+        Ok(ProviderKeys { keys, files })
+    }
+
+    /// The file a provider's keys came from, when they came from one.
+    pub fn file(&self, provider: &str) -> Option<&Path> {
+        self.files.get(provider).map(PathBuf::as_path)
     }
 
     /// Providers with at least one key, sorted.
@@ -459,7 +508,8 @@ mod tests {
             ("GOOGLE_API_KEY", "g-secret"),
             ("KIMI_KEY", "k-secret-1, k-secret-2"),
             ("GROQ_API_KEY", "  "),
-        ]));
+        ]))
+        .expect("keys");
         assert_eq!(keys.configured(), ["gemini", "kimi"]);
         let kimi = keys.get("kimi").expect("kimi pool");
         assert_eq!(kimi.len(), 2);
@@ -474,8 +524,30 @@ mod tests {
         let keys = ProviderKeys::from_env(&env(&[
             ("GEMINI_API_KEY", "first"),
             ("GOOGLE_API_KEY", "second"),
-        ]));
+        ]))
+        .expect("keys");
         assert_eq!(keys.get("gemini").expect("pool")[0].expose(), "first");
+    }
+
+    #[test]
+    fn keys_can_come_from_secret_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("deepseek_api_key");
+        std::fs::write(&file, "sk-file-1\nsk-file-2\n").expect("write");
+        let keys = ProviderKeys::from_env(&env(&[(
+            "DEEPSEEK_API_KEY_FILE",
+            file.to_str().expect("utf-8"),
+        )]))
+        .expect("keys");
+        assert_eq!(keys.get("deepseek").expect("pool").len(), 2);
+        assert_eq!(keys.file("deepseek"), Some(file.as_path()));
+        let err = ProviderKeys::from_env(&env(&[("GROQ_API_KEY_FILE", "/nonexistent/groq")]))
+            .expect_err("missing file");
+        assert!(
+            err.to_string()
+                .starts_with("GROQ_API_KEY_FILE=/nonexistent/groq"),
+            "{err}"
+        );
     }
 
     #[test]

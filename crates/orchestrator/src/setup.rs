@@ -1,8 +1,11 @@
 //! Building the provider set from settings and keys: one adapter per configured provider, the
 //! default chosen by `providers.default` or by a fixed preference order.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use aetherflow_providers::config::AdapterConfig;
 use aetherflow_providers::http::{ConfigError, Timeouts};
@@ -10,7 +13,7 @@ use aetherflow_providers::keys::KeyPool;
 use aetherflow_providers::{codestral, deepseek, gemini, groq, kimi, openai_compatible};
 
 use crate::routing::{ProviderEntry, ProviderSet, canonical_provider_name};
-use crate::settings::{ProviderKeys, ProviderSettings, ProvidersSettings};
+use crate::settings::{ProviderKeys, ProviderSettings, ProvidersSettings, read_key_file};
 
 /// The order in which a default provider is picked when `providers.default` is not set.
 pub const PREFERENCE: [&str; 6] = [
@@ -162,7 +165,14 @@ pub fn provider_set(
     settings: &ProvidersSettings,
     keys: &ProviderKeys,
 ) -> Result<Option<ProviderSet>, SetupError> {
-    let configured = configured_providers(settings, keys)?;
+    provider_set_from(settings, &configured_providers(settings, keys)?)
+}
+
+/// The provider set over providers already configured.
+pub fn provider_set_from(
+    settings: &ProvidersSettings,
+    configured: &[ConfiguredProvider],
+) -> Result<Option<ProviderSet>, SetupError> {
     let Some(first) = configured.first() else {
         return Ok(None);
     };
@@ -184,10 +194,98 @@ pub fn provider_set(
         None => first,
     };
     let mut set = ProviderSet::new(&default.name, default.entry.clone());
-    for c in &configured {
+    for c in configured {
         set = set.with(&c.name, c.entry.clone());
     }
     Ok(Some(set))
+}
+
+struct Watched {
+    provider: String,
+    path: PathBuf,
+    pool: Arc<KeyPool>,
+    modified: Option<SystemTime>,
+}
+
+/// Re-reads key files (`*_API_KEY_FILE`) into their pools, so keys rotate without a restart:
+/// on demand (the binaries send a trigger on SIGHUP) and when a file's modification time
+/// changes. Calls in flight keep the key they started with.
+pub struct KeyReloader {
+    watched: Vec<Watched>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl KeyReloader {
+    /// Watches every configured provider whose keys came from a file.
+    pub fn new(configured: &[ConfiguredProvider], keys: &ProviderKeys) -> Self {
+        let watched = configured
+            .iter()
+            .filter_map(|c| {
+                let path = keys.file(&c.name)?.to_path_buf();
+                Some(Watched {
+                    provider: c.name.clone(),
+                    modified: modified(&path),
+                    path,
+                    pool: Arc::clone(c.keys.as_ref()?),
+                })
+            })
+            .collect();
+        KeyReloader { watched }
+    }
+
+    /// True when no provider's keys come from a file.
+    pub fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// Reloads the files that changed (or all of them with `force`); returns the providers
+    /// reloaded. A file that cannot be read or holds no key leaves the pool as it was.
+    pub fn reload(&mut self, force: bool) -> Vec<String> {
+        let mut reloaded = Vec::new();
+        for w in &mut self.watched {
+            let now = modified(&w.path);
+            if !force && now == w.modified {
+                continue;
+            }
+            w.modified = now;
+            match read_key_file(&w.provider, "key file", &w.path)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| w.pool.replace(keys).map_err(|e| e.to_string()))
+            {
+                Ok(()) => {
+                    tracing::info!(provider = %w.provider, keys = ?w.pool.ids(), "keys reloaded");
+                    reloaded.push(w.provider.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(provider = %w.provider, %error, "key reload failed; keeping the current keys");
+                }
+            }
+        }
+        reloaded
+    }
+
+    /// Reloads changed files every `poll`, and all files whenever `trigger` fires, until the
+    /// trigger's senders are gone.
+    pub async fn watch(mut self, poll: Duration, mut trigger: UnboundedReceiver<()>) {
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.reload(false);
+                }
+                fired = trigger.recv() => match fired {
+                    Some(()) => {
+                        self.reload(true);
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,7 +298,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect();
-        ProviderKeys::from_env(&env)
+        ProviderKeys::from_env(&env).expect("keys")
     }
 
     #[test]
@@ -230,6 +328,44 @@ mod tests {
             err.to_string().contains("configured: gemini, groq"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn key_files_reload_on_change_and_on_trigger() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("groq_api_key");
+        std::fs::write(&file, "gsk_old_0000000001\n").expect("write");
+        let env: HashMap<String, String> =
+            HashMap::from([("GROQ_API_KEY_FILE".to_owned(), file.display().to_string())]);
+        let keys = ProviderKeys::from_env(&env).expect("keys");
+        let configured = configured_providers(&ProvidersSettings::default(), &keys).expect("ok");
+        let pool = Arc::clone(configured[0].keys.as_ref().expect("pool"));
+        let mut reloader = KeyReloader::new(&configured, &keys);
+        assert!(!reloader.is_empty());
+        assert!(reloader.reload(false).is_empty(), "nothing changed yet");
+
+        std::fs::write(&file, "gsk_new_0000000001, gsk_new_0000000002").expect("write");
+        // Some file systems keep whole-second timestamps: force makes the test independent.
+        assert_eq!(reloader.reload(true), ["groq"]);
+        let status = pool.status();
+        assert_eq!(status.len(), 2);
+        assert_eq!(status[0].masked, "gsk_***0001");
+        assert_eq!(pool.acquire().expect("key").expose(), "gsk_new_0000000001");
+
+        // A broken file keeps the keys that work.
+        std::fs::write(&file, "").expect("write");
+        assert!(reloader.reload(true).is_empty());
+        assert_eq!(pool.status().len(), 2);
+
+        // The watcher reloads on a trigger and stops when the trigger closes.
+        std::fs::write(&file, "gsk_third_000000003").expect("write");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(reloader.watch(Duration::from_secs(3600), rx));
+        tx.send(()).expect("send");
+        drop(tx);
+        task.await.expect("watcher ends");
+        assert_eq!(pool.ids(), ["groq#1"]);
+        assert_eq!(pool.acquire().expect("key").expose(), "gsk_third_000000003");
     }
 
     #[test]
