@@ -180,25 +180,24 @@ fn context_overflow(flavor: Flavor, d: &ErrorDetails) -> Option<Option<u64>> {
 fn wait_hint(failure: &HttpFailure, d: &ErrorDetails) -> Option<Duration> {
     retry_after(&failure.headers, Transport::now())
         .or(d.retry_delay)
-        .or_else(|| {
-            ["x-ratelimit-reset-tokens", "x-ratelimit-reset-requests"]
-                .iter()
-                .filter(|h| {
-                    let remaining = h.replace("reset", "remaining");
-                    failure
-                        .headers
-                        .get(remaining.as_str())
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.trim() == "0")
-                })
-                .find_map(|h| {
-                    failure
-                        .headers
-                        .get(*h)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(go_duration)
-                })
-        })
+        .or_else(|| exhausted_until_reset(&failure.headers))
+}
+
+/// When Groq-style headers say a budget is used up (`x-ratelimit-remaining-tokens: 0` or
+/// `…-requests: 0`), how long until it resets (`x-ratelimit-reset-*`, a Go duration); the
+/// longer of the two when both are exhausted.
+pub fn exhausted_until_reset(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    ["tokens", "requests"]
+        .iter()
+        .filter(|kind| text(&format!("x-ratelimit-remaining-{kind}")) == Some("0"))
+        .filter_map(|kind| text(&format!("x-ratelimit-reset-{kind}")).and_then(go_duration))
+        .max()
 }
 
 /// Turns a non-2xx answer into a typed error.

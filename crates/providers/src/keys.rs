@@ -195,6 +195,16 @@ impl KeyPool {
         }
     }
 
+    /// Rests a key for `duration` although its call succeeded: the provider said its budget is
+    /// used up until then (Groq's `x-ratelimit-remaining-*: 0`).
+    pub fn rest(&self, key_id: &str, duration: Duration) {
+        let mut state = self.lock();
+        if let Some(slot) = state.slots.iter_mut().find(|s| s.key.id() == key_id) {
+            let until = Instant::now() + duration;
+            slot.resting_until = Some(slot.resting_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
     /// Replaces the keys (rotation). A key whose secret is unchanged keeps its state; calls in
     /// flight keep the key they hold.
     pub fn replace(&self, keys: Vec<ApiKey>) -> Result<(), ConfigError> {

@@ -78,7 +78,17 @@ impl OpenAiStyle {
             .post(self.dialect.chat_path, &body, started)
             .await?
         {
-            Sent::Ok(response, key) => Ok((response, key)),
+            Sent::Ok(response, key) => {
+                // A success can still say the budget is spent: rest the key until the reset.
+                if let (Some(wait), Some(k), Some(pool)) = (
+                    crate::errors::exhausted_until_reset(response.headers()),
+                    &key,
+                    &self.transport.keys,
+                ) {
+                    pool.rest(k.id(), wait);
+                }
+                Ok((response, key))
+            }
             Sent::Failed(failure, key) => {
                 let error = classify(self.dialect.flavor, &request.model, &failure);
                 tracing::debug!(

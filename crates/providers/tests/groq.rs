@@ -165,3 +165,47 @@ async fn decommissioned_models_are_model_not_found() {
         .expect_err("retired");
     assert_eq!(err.kind(), "model_not_found");
 }
+
+#[tokio::test]
+async fn a_success_that_spends_the_budget_rests_the_key_until_the_reset() {
+    let server = MockServer::start().await;
+    let body = r#"{"model":"llama-3.1-8b-instant","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(body, "application/json")
+                .insert_header("x-ratelimit-remaining-requests", "0")
+                .insert_header("x-ratelimit-reset-requests", "2m59.56s")
+                .insert_header("x-ratelimit-remaining-tokens", "5000")
+                .insert_header("x-ratelimit-reset-tokens", "7.66s"),
+        )
+        .mount(&server)
+        .await;
+    let keys = pool("groq", &[KEY, "gsk_second_key_0002"]);
+    let adapter = groq::adapter(config(&server, "", keys.clone())).expect("adapter");
+    adapter
+        .chat(&request("llama-3.1-8b-instant"))
+        .await
+        .expect("answer");
+    let status = keys.status();
+    assert!(
+        status[0]
+            .resting_for
+            .is_some_and(|d| d > Duration::from_secs(170)),
+        "{status:?}"
+    );
+    assert!(status[1].resting_for.is_none());
+    // The next call goes out on the other key.
+    adapter
+        .chat(&request("llama-3.1-8b-instant"))
+        .await
+        .expect("answer");
+    let sent = server.received_requests().await.expect("recording");
+    assert_eq!(
+        sent[1]
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer gsk_second_key_0002")
+    );
+}

@@ -129,3 +129,66 @@ async fn redirects_to_another_host_are_not_followed() {
         "the key was sent to another host"
     );
 }
+
+/// A server that sends the response head and one event, then goes silent: something wiremock
+/// cannot do, so it is written against a raw socket.
+async fn stalling_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut buf).await;
+        let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Tok\"},\"finish_reason\":null}]}\n\n";
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(first.as_bytes()).await;
+        let _ = socket.flush().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_is_a_typed_timeout() {
+    let base = stalling_server().await;
+    let adapter = deepseek::adapter(AdapterConfig {
+        base_url: Some(base),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(1),
+            first_token: Duration::from_millis(300),
+            total: Duration::from_secs(10),
+        },
+        keys: Some(pool("deepseek", &["sk-test-0000"])),
+    })
+    .expect("adapter");
+    let started = std::time::Instant::now();
+    let all = events(
+        adapter
+            .chat_stream(&request("deepseek-v4-flash"))
+            .await
+            .expect("stream"),
+    )
+    .await;
+    assert!(
+        matches!(&all[0], Ok(aetherflow_provider::StreamEvent::Text(t)) if t == "Tok"),
+        "{all:?}"
+    );
+    assert!(
+        matches!(
+            all.last(),
+            Some(Err(aetherflow_provider::ProviderError::Timeout {
+                phase: TimeoutPhase::FirstToken,
+                ..
+            }))
+        ),
+        "{all:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
