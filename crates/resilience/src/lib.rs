@@ -1,6 +1,26 @@
-//! Resilience for provider calls: this crate will own retries that honour the provider
-//! (`Retry-After`, reset headers, `retryDelay`), typed fallback chains, circuit breakers per
-//! (provider, model), hard budgets with reserve/commit/release, and the cost ledger.
+//! Resilience for provider calls: [`retry`] decides when to call the same model again (and
+//! honours the provider's own wait), [`breaker`] stops calling a (provider, model) that keeps
+//! failing and probes it back, and [`budget`] refuses a call before it is sent when its worst
+//! case could pass a cap.
 //!
-//! It is empty until the resilience issue lands; until then the orchestrator calls a single
-//! provider once per step and records the attempt. Nothing here pretends to retry.
+//! Everything here is synchronous bookkeeping over the typed [`aetherflow_provider::ProviderError`];
+//! the orchestrator drives the calls. Time comes from tokio's clock, so tests pause it.
+//!
+//! ```
+//! use aetherflow_domain::Money;
+//! use aetherflow_resilience::budget::{Budgets, Scope};
+//!
+//! let budgets = Budgets::new();
+//! let run = Scope::Run("r1".into());
+//! budgets.set_cap(run.clone(), Some(Money::from_cents(10)));
+//! let reservation = budgets.reserve(&[run.clone()], Money::from_cents(4)).expect("fits");
+//! reservation.commit(Money::from_cents(1));
+//! assert_eq!(budgets.spend(&run).committed, Money::from_cents(1));
+//! ```
+//!
+//! Still to come with the resilience issue: fallback chains and the original's routing tables,
+//! client-side rate limits, the price file, the cost ledger, the response cache and usage alerts.
+
+pub mod breaker;
+pub mod budget;
+pub mod retry;
