@@ -270,14 +270,15 @@ fn failed_step_skips_its_dependents_and_exits_1() {
     let script = out.path().join("mock.yaml");
     std::fs::write(
         &script,
-        "steps:\n  repository:\n    - error: server\n      message: upstream 503\n",
+        "steps:\n  repository:\n    - error: server\n      message: upstream 503\n      times: 9\n",
     )
     .expect("write");
     let plan = example_plan();
     let ws = example_workspace();
-    let o = run_in(
-        out.path(),
-        &[
+    let o = bin()
+        .current_dir(out.path())
+        .env("AETHERFLOW_RETRY__BASE_DELAY_MS", "1")
+        .args([
             "run",
             plan.to_str().expect("utf-8"),
             "--offline",
@@ -287,8 +288,9 @@ fn failed_step_skips_its_dependents_and_exits_1() {
             ws.to_str().expect("utf-8"),
             "--out",
             out.path().to_str().expect("utf-8"),
-        ],
-    );
+        ])
+        .output()
+        .expect("runs");
     assert_eq!(o.status.code(), Some(1), "stderr: {}", text(&o.stderr));
     let report = read_json(&only_run_dir(out.path(), "todo-api-example").join("report.json"));
     let status = |i: usize| {
@@ -307,6 +309,17 @@ fn failed_step_skips_its_dependents_and_exits_1() {
         "dependency `repository` failed"
     );
     assert_eq!(report["steps"][1]["attempts"][0]["error"]["kind"], "server");
+    assert_eq!(
+        report["steps"][1]["attempts"].as_array().map(Vec::len),
+        Some(3),
+        "retried, then gave up"
+    );
+    assert!(
+        report["steps"][1]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("after 3 attempts")
+    );
 }
 
 #[test]

@@ -86,6 +86,9 @@ struct RunArgs {
     /// Machine-readable output: one JSON event per line on stdout, then the report.
     #[arg(long)]
     json: bool,
+    /// Hard cap on this run's spend in US dollars, e.g. 0.50 (default: run.budget_usd).
+    #[arg(long, value_name = "USD")]
+    budget: Option<String>,
     /// With --offline: a YAML script of mock replies and failures per step.
     #[arg(long, value_name = "FILE")]
     mock_script: Option<PathBuf>,

@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aetherflow_domain::Money;
 use aetherflow_domain::run::{Mode, RunStatus};
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
 use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
-use aetherflow_orchestrator::{EventSink, Orchestrator, RunOptions, mock_provider_set};
+use aetherflow_orchestrator::{EventSink, Orchestrator, Resilience, RunOptions, mock_provider_set};
 use aetherflow_provider::mock::{MockProvider, MockScript};
+use aetherflow_resilience::breaker::Breakers;
+use aetherflow_resilience::budget::Budgets;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -59,13 +62,22 @@ pub fn run(
         }
     };
 
+    let budget = match args.budget.as_ref().or(settings.run.budget_usd.as_ref()) {
+        Some(text) => Some(Money::parse_usd(text).context("--budget")?),
+        None => None,
+    };
     let workspace = Workspace::open(&args.workspace, settings.context.limits())?;
-    let orchestrator = Orchestrator::new(providers, workspace);
+    let orchestrator = Orchestrator::new(providers, workspace).with_resilience(Resilience {
+        retry: settings.retry,
+        breakers: Arc::new(Breakers::new(settings.breaker)),
+        budgets: Budgets::new(),
+    });
     let options = RunOptions {
         mode,
         concurrency,
         out_dir: Some(args.out.unwrap_or(settings.run.out_dir)),
         max_output_tokens: Some(settings.run.max_output_tokens),
+        budget,
     };
     let output = if args.json {
         Output::Json

@@ -1,6 +1,8 @@
 //! Tracing set-up, once per process: human or JSON lines on standard error, and an optional rotating JSON file.
 
 use aetherflow_orchestrator::settings::{LogFormat, LogRotation, LogSettings};
+use std::io::IsTerminal;
+
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
@@ -20,6 +22,7 @@ pub fn init(settings: &LogSettings) -> Result<Option<WorkerGuard>, BootstrapErro
     let stderr = match settings.format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -23,6 +23,9 @@ use crate::output::RunDir;
 use crate::prompt::{PromptInput, system_prompt, user_prompt};
 use crate::routing::{ProviderSet, Target};
 use crate::workspace::Workspace;
+use aetherflow_resilience::breaker::Breakers;
+use aetherflow_resilience::budget::{Budgets, Scope, worst_case_cost};
+use aetherflow_resilience::retry::{RetryDecision, RetryPolicy};
 
 /// How a run is carried out.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct RunOptions {
     pub out_dir: Option<PathBuf>,
     /// Upper bound on each answer's tokens.
     pub max_output_tokens: Option<u32>,
+    /// Hard cap on this run's spend; a call whose worst case could pass it is not sent.
+    pub budget: Option<Money>,
 }
 
 impl Default for RunOptions {
@@ -44,6 +49,7 @@ impl Default for RunOptions {
             concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
             out_dir: None,
             max_output_tokens: Some(8192),
+            budget: None,
         }
     }
 }
@@ -64,12 +70,31 @@ pub struct RunOutcome {
 pub struct Orchestrator {
     providers: ProviderSet,
     workspace: Arc<Workspace>,
+    resilience: Resilience,
 }
 
 struct Shared {
     plan: Arc<ValidPlan>,
     workspace: Arc<Workspace>,
     max_output_tokens: Option<u32>,
+    retry: RetryPolicy,
+    breakers: Arc<Breakers>,
+    budgets: Budgets,
+    scopes: Vec<Scope>,
+}
+
+/// Output tokens assumed for the worst case when a request sets no limit.
+const DEFAULT_WORST_CASE_OUTPUT: u32 = 32_768;
+
+/// Retries, breakers and budgets shared by every run of an orchestrator.
+#[derive(Debug, Clone, Default)]
+pub struct Resilience {
+    /// When to call the same model again.
+    pub retry: RetryPolicy,
+    /// Breakers per (provider, model), shared across runs.
+    pub breakers: Arc<Breakers>,
+    /// Caps and spend, shared across runs.
+    pub budgets: Budgets,
 }
 
 struct Execution {
@@ -84,7 +109,20 @@ impl Orchestrator {
         Orchestrator {
             providers,
             workspace: Arc::new(workspace),
+            resilience: Resilience::default(),
         }
+    }
+
+    /// Uses these retries, breakers and budgets (shared with other orchestrators that hold
+    /// clones of them).
+    pub fn with_resilience(mut self, resilience: Resilience) -> Self {
+        self.resilience = resilience;
+        self
+    }
+
+    /// The retries, breakers and budgets in use.
+    pub fn resilience(&self) -> &Resilience {
+        &self.resilience
     }
 
     /// The providers this orchestrator routes to.
@@ -128,10 +166,20 @@ impl Orchestrator {
             mode: options.mode,
         });
 
+        let run_scope = Scope::Run(run_id.to_string());
+        if let Some(cap) = options.budget {
+            self.resilience
+                .budgets
+                .set_cap(run_scope.clone(), Some(cap));
+        }
         let shared = Arc::new(Shared {
             plan: Arc::clone(&plan),
             workspace: Arc::clone(&self.workspace),
             max_output_tokens: options.max_output_tokens,
+            retry: self.resilience.retry,
+            breakers: Arc::clone(&self.resilience.breakers),
+            budgets: self.resilience.budgets.clone(),
+            scopes: vec![run_scope],
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -440,76 +488,144 @@ async fn execute(
     };
 
     let provider = &target.entry.provider;
-    let attempt_start = Utc::now();
-    let call_clock = Instant::now();
-    let result = provider.chat(&request).await;
-    let latency = call_clock.elapsed();
-    let mut attempt = Attempt {
-        provider: target.name.clone(),
-        model: target.entry.model.clone(),
-        key_id: None,
-        started_at: attempt_start,
-        latency,
-        usage: Default::default(),
-        cost: Money::ZERO,
-        error: None,
-    };
-    match result {
-        Ok(response) => {
-            let price = provider.price(&response.model).unwrap_or_else(|| {
-                tracing::warn!(provider = %target.name, model = %response.model, "no price known for this model; its cost is recorded as zero");
-                aetherflow_domain::Price::FREE
-            });
-            attempt.model = response.model.clone();
-            attempt.usage = response.usage;
-            attempt.cost = response.usage.cost(&price);
-            report.usage = attempt.usage;
-            report.cost = attempt.cost;
-            report.provider = Some(target.name.clone());
-            report.model = Some(response.model.clone());
-            report.finish_reason = Some(response.finish_reason.to_string());
-            report.attempts.push(attempt);
-            report.duration = clock.elapsed();
-            let problem = match response.finish_reason {
-                FinishReason::MaxTokens => Some(
-                    "the answer was cut at the output token limit; raise max_output_tokens or split the step",
-                ),
-                FinishReason::ContextLimit => Some(
-                    "the answer was cut at the model's context window; use a model with a larger window or split the step",
-                ),
-                FinishReason::ContentFilter => Some("the provider filtered the answer"),
-                _ if response.text.trim().is_empty() => {
-                    Some("the provider returned an empty answer")
+    let price = provider.price(&target.entry.model);
+    if price.is_none() {
+        tracing::warn!(provider = %target.name, model = %target.entry.model, "no price known for this model; its cost is recorded as zero");
+    }
+    let prompt_bytes = request.system.as_deref().map_or(0, str::len)
+        + request
+            .messages
+            .iter()
+            .map(|m| m.content.len())
+            .sum::<usize>();
+    let worst_case = price.map(|p| {
+        worst_case_cost(
+            prompt_bytes as u64,
+            u64::from(
+                request
+                    .max_output_tokens
+                    .unwrap_or(DEFAULT_WORST_CASE_OUTPUT),
+            ),
+            &p,
+        )
+    });
+    let retry_clock = Instant::now();
+    let mut attempt_no = 0u32;
+    loop {
+        attempt_no += 1;
+        let reservation = match (worst_case, shared.budgets.has_caps(&shared.scopes)) {
+            (_, false) => None,
+            (Some(amount), true) => match shared.budgets.reserve(&shared.scopes, amount) {
+                Ok(r) => Some(r),
+                Err(e) => return fail(report, e.to_string(), clock),
+            },
+            (None, true) => {
+                return fail(
+                    report,
+                    format!(
+                        "a budget is set but the price of {}/{} is unknown, so the call cannot be bounded; configure its price",
+                        target.name, target.entry.model
+                    ),
+                    clock,
+                );
+            }
+        };
+        let permit = match shared.breakers.acquire(&target.name, &target.entry.model) {
+            Ok(p) => p,
+            Err(open) => return fail(report, open.to_string(), clock),
+        };
+        let attempt_start = Utc::now();
+        let call_clock = Instant::now();
+        let result = provider.chat(&request).await;
+        let latency = call_clock.elapsed();
+        shared.breakers.record(permit, result.as_ref().map(|_| ()));
+        let mut attempt = Attempt {
+            provider: target.name.clone(),
+            model: target.entry.model.clone(),
+            key_id: None,
+            started_at: attempt_start,
+            latency,
+            usage: Default::default(),
+            cost: Money::ZERO,
+            error: None,
+        };
+        let error = match result {
+            Ok(response) => {
+                let price = provider
+                    .price(&response.model)
+                    .or(price)
+                    .unwrap_or(aetherflow_domain::Price::FREE);
+                attempt.model = response.model.clone();
+                attempt.usage = response.usage;
+                attempt.cost = response.usage.cost(&price);
+                if let Some(r) = reservation {
+                    r.commit(attempt.cost);
                 }
-                _ => None,
-            };
-            if let Some(problem) = problem {
-                return fail(report, problem.to_owned(), clock);
+                report.usage += attempt.usage;
+                report.cost += attempt.cost;
+                report.provider = Some(target.name.clone());
+                report.model = Some(response.model.clone());
+                report.finish_reason = Some(response.finish_reason.to_string());
+                report.attempts.push(attempt);
+                report.duration = clock.elapsed();
+                let problem = match response.finish_reason {
+                    FinishReason::MaxTokens => Some(
+                        "the answer was cut at the output token limit; raise max_output_tokens or split the step",
+                    ),
+                    FinishReason::ContextLimit => Some(
+                        "the answer was cut at the model's context window; use a model with a larger window or split the step",
+                    ),
+                    FinishReason::ContentFilter => Some("the provider filtered the answer"),
+                    _ if response.text.trim().is_empty() => {
+                        Some("the provider returned an empty answer")
+                    }
+                    _ => None,
+                };
+                if let Some(problem) = problem {
+                    return fail(report, problem.to_owned(), clock);
+                }
+                report.status = StepStatus::Succeeded;
+                return Execution {
+                    index,
+                    report,
+                    output: Some(Arc::from(response.text)),
+                };
             }
-            report.status = StepStatus::Succeeded;
-            Execution {
-                index,
-                report,
-                output: Some(Arc::from(response.text)),
+            Err(error) => error,
+        };
+        drop(reservation);
+        tracing::warn!(
+            step = %step.id,
+            provider = %target.name,
+            model = %target.entry.model,
+            attempt = attempt_no,
+            kind = error.kind(),
+            retryable = error.is_retryable(),
+            error = %error,
+            "provider call failed"
+        );
+        attempt.error = Some(AttemptError {
+            kind: error.kind().to_owned(),
+            retryable: error.is_retryable(),
+            message: error.to_string(),
+        });
+        report.attempts.push(attempt);
+        match shared
+            .retry
+            .decide(attempt_no, &error, retry_clock.elapsed(), fastrand::f64())
+        {
+            RetryDecision::RetryAfter(wait) => {
+                tracing::info!(step = %step.id, wait_ms = wait.as_millis() as u64, "retrying");
+                tokio::time::sleep(wait).await;
             }
-        }
-        Err(error) => {
-            tracing::warn!(
-                step = %step.id,
-                provider = %target.name,
-                model = %target.entry.model,
-                kind = error.kind(),
-                retryable = error.is_retryable(),
-                error = %error,
-                "provider call failed"
-            );
-            attempt.error = Some(AttemptError {
-                kind: error.kind().to_owned(),
-                retryable: error.is_retryable(),
-                message: error.to_string(),
-            });
-            report.attempts.push(attempt);
-            fail(report, format!("{} ({})", error, target.name), clock)
+            RetryDecision::GiveUp => {
+                let tries = if attempt_no == 1 {
+                    String::new()
+                } else {
+                    format!(" after {attempt_no} attempts")
+                };
+                return fail(report, format!("{error} ({}{tries})", target.name), clock);
+            }
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct Settings {
     pub server: ServerSettings,
     /// The real providers.
     pub providers: ProvidersSettings,
+    /// Retries of one model.
+    pub retry: aetherflow_resilience::retry::RetryPolicy,
+    /// Circuit breakers per (provider, model).
+    pub breaker: aetherflow_resilience::breaker::BreakerPolicy,
 }
 
 /// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.
@@ -95,6 +99,8 @@ pub struct RunSettings {
     pub out_dir: PathBuf,
     /// Upper bound on each answer's tokens.
     pub max_output_tokens: u32,
+    /// Hard cap on one run's spend in US dollars (`"2.50"`); none by default.
+    pub budget_usd: Option<String>,
 }
 
 impl Default for RunSettings {
@@ -104,6 +110,7 @@ impl Default for RunSettings {
             concurrency: 4,
             out_dir: PathBuf::from("runs"),
             max_output_tokens: 8192,
+            budget_usd: None,
         }
     }
 }
@@ -293,6 +300,29 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "run.max_output_tokens",
                 message: "is 0: use a positive number of tokens".into(),
+            });
+        }
+        if let Some(budget) = &self.run.budget_usd
+            && let Err(e) = aetherflow_domain::Money::parse_usd(budget)
+        {
+            return Err(SettingsError::Invalid {
+                key: "run.budget_usd",
+                message: e.to_string(),
+            });
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(SettingsError::Invalid {
+                key: "retry.max_attempts",
+                message: "is 0: use 1 for no retries".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.breaker.failure_rate) {
+            return Err(SettingsError::Invalid {
+                key: "breaker.failure_rate",
+                message: format!(
+                    "is {}: use a fraction from 0 to 1",
+                    self.breaker.failure_rate
+                ),
             });
         }
         if self.context.max_file_bytes == 0 || self.context.max_total_bytes == 0 {

@@ -453,3 +453,183 @@ async fn truncated_answers_fail_the_step() {
     );
     assert!(outcome.outputs[0].is_none());
 }
+
+mod resilience {
+    use super::*;
+    use aetherflow_domain::{Money, Usage};
+    use aetherflow_orchestrator::Resilience;
+    use aetherflow_resilience::breaker::{BreakerPolicy, Breakers};
+    use aetherflow_resilience::retry::RetryPolicy;
+
+    fn single() -> Arc<ValidPlan> {
+        plan(
+            r#"{"task_id":"t","description":"d","steps":[{"id":"a","description":"x","type":"analysis"}]}"#,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_then_succeed() {
+        let (_d, ws) = workspace();
+        let mock = scripted("steps:\n  a:\n    - error: server\n      times: 2\n");
+        let orchestrator = Orchestrator::new(mock_provider_set(mock), ws);
+        let (outcome, _) = run(&orchestrator, single(), &RunOptions::default()).await;
+        let a = &outcome.report.steps[0];
+        assert_eq!(a.status, StepStatus::Succeeded, "{a:?}");
+        assert_eq!(a.attempts.len(), 3);
+        assert_eq!(
+            a.attempts[0].error.as_ref().map(|e| e.kind.as_str()),
+            Some("server")
+        );
+        assert!(a.attempts[2].error.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_that_cannot_succeed_are_tried_once() {
+        let (_d, ws) = workspace();
+        let mock = scripted("steps:\n  a:\n    - error: invalid_request\n      times: 9\n");
+        let orchestrator = Orchestrator::new(mock_provider_set(mock), ws);
+        let (outcome, _) = run(&orchestrator, single(), &RunOptions::default()).await;
+        assert_eq!(outcome.report.steps[0].attempts.len(), 1);
+        assert_eq!(outcome.report.steps[0].status, StepStatus::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_waits_at_least_the_providers_hint() {
+        let (_d, ws) = workspace();
+        let mock =
+            scripted("steps:\n  a:\n    - error: rate_limited\n      retry_after_ms: 7000\n");
+        let orchestrator = Orchestrator::new(mock_provider_set(mock), ws);
+        let start = tokio::time::Instant::now();
+        let (outcome, _) = run(&orchestrator, single(), &RunOptions::default()).await;
+        assert_eq!(outcome.report.steps[0].status, StepStatus::Succeeded);
+        assert!(
+            start.elapsed() >= Duration::from_secs(7),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_fails_later_steps_without_calling() {
+        let (_d, ws) = workspace();
+        let mock = Arc::new(scripted(
+            "steps:\n  '*':\n    - error: server\n      times: 100\n",
+        ));
+        let set = ProviderSet::offline(ProviderEntry {
+            provider: Arc::clone(&mock) as Arc<dyn Provider>,
+            model: "mock-1".into(),
+        });
+        let orchestrator = Orchestrator::new(set, ws).with_resilience(Resilience {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            breakers: Arc::new(Breakers::new(BreakerPolicy {
+                consecutive_failures: 2,
+                ..BreakerPolicy::default()
+            })),
+            ..Resilience::default()
+        });
+        let steps: Vec<String> = (0..4)
+            .map(|i| format!(r#"{{"id":"s{i}","description":"x","type":"analysis"}}"#))
+            .collect();
+        let p = plan(&format!(
+            r#"{{"task_id":"t","description":"d","steps":[{}]}}"#,
+            steps.join(",")
+        ));
+        let options = RunOptions {
+            concurrency: NonZeroUsize::new(1).expect("non-zero"),
+            ..RunOptions::default()
+        };
+        let (outcome, _) = run(&orchestrator, p, &options).await;
+        assert_eq!(
+            mock.calls(),
+            2,
+            "the third and fourth steps never reached the provider"
+        );
+        let reason = outcome.report.steps[3].reason.clone().unwrap_or_default();
+        assert!(reason.contains("circuit open for mock/mock-1"), "{reason}");
+    }
+
+    /// A provider that always uses 1 000 input and 5 000 output tokens at $1 / $2 per million.
+    struct Priced {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Provider for Priced {
+        fn name(&self) -> &str {
+            "priced"
+        }
+        fn price(&self, _: &str) -> Option<Price> {
+            Some(Price {
+                input_per_mtok: Money::from_micros(1_000_000),
+                cached_input_per_mtok: Money::ZERO,
+                output_per_mtok: Money::from_micros(2_000_000),
+            })
+        }
+        async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(ChatResponse {
+                model: r.model.clone(),
+                text: "# Analysis\n\nok".into(),
+                reasoning: None,
+                finish_reason: aetherflow_provider::FinishReason::Stop,
+                usage: Usage {
+                    input_tokens: 1_000,
+                    output_tokens: 5_000,
+                    ..Usage::default()
+                },
+            })
+        }
+        async fn chat_stream(&self, _: &ChatRequest) -> Result<ChatStream, ProviderError> {
+            Err(ProviderError::InvalidRequest {
+                message: "not used".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn budget_exhaustion_stops_calls_before_they_are_sent() {
+        let (_d, ws) = workspace();
+        let priced = Arc::new(Priced {
+            calls: AtomicUsize::new(0),
+        });
+        let set = ProviderSet::new(
+            "priced",
+            ProviderEntry {
+                provider: Arc::clone(&priced) as Arc<dyn Provider>,
+                model: "p-1".into(),
+            },
+        );
+        let orchestrator = Orchestrator::new(set, ws);
+        // Each call really costs $0.011; its worst case (every prompt byte a token, plus 8 192
+        // output tokens) is about $0.0175. $0.03 admits two calls, then refuses the third.
+        let options = RunOptions {
+            budget: Some(Money::from_micros(30_000)),
+            ..RunOptions::default()
+        };
+        let (outcome, _) = run(
+            &orchestrator,
+            chain_with_side_branch(),
+            &RunOptions {
+                concurrency: NonZeroUsize::new(1).expect("non-zero"),
+                ..options
+            },
+        )
+        .await;
+        let statuses: Vec<StepStatus> = outcome.report.steps.iter().map(|s| s.status).collect();
+        assert_eq!(priced.calls.load(Ordering::SeqCst), 2, "{statuses:?}");
+        assert!(outcome.report.totals.cost <= Money::from_micros(30_000));
+        assert_eq!(outcome.report.totals.cost, Money::from_micros(22_000));
+        let refused: Vec<&str> = outcome
+            .report
+            .steps
+            .iter()
+            .filter_map(|s| s.reason.as_deref())
+            .filter(|r| r.contains("budget for run"))
+            .collect();
+        assert!(!refused.is_empty(), "{:?}", outcome.report.steps);
+        assert!(refused[0].contains("exceeded"));
+    }
+}

@@ -94,6 +94,14 @@ impl Budgets {
         self.lock().accounts.entry(scope).or_default().cap = cap;
     }
 
+    /// True when any of `scopes` has a cap (otherwise reserving is pointless).
+    pub fn has_caps(&self, scopes: &[Scope]) -> bool {
+        let ledger = self.lock();
+        scopes
+            .iter()
+            .any(|s| ledger.accounts.get(s).is_some_and(|a| a.cap.is_some()))
+    }
+
     /// Spend in `scope`.
     pub fn spend(&self, scope: &Scope) -> Spend {
         let a = self.lock().accounts.get(scope).copied().unwrap_or_default();
