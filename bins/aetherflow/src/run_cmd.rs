@@ -71,6 +71,7 @@ pub fn run(
         retry: settings.retry,
         breakers: Arc::new(Breakers::new(settings.breaker)),
         budgets: Budgets::new(),
+        fallback: settings.fallback.clone(),
     });
     let options = RunOptions {
         mode,

@@ -23,8 +23,10 @@ use crate::output::RunDir;
 use crate::prompt::{PromptInput, system_prompt, user_prompt};
 use crate::routing::{ProviderSet, Target};
 use crate::workspace::Workspace;
+use aetherflow_provider::FallbackClass;
 use aetherflow_resilience::breaker::Breakers;
 use aetherflow_resilience::budget::{Budgets, Scope, worst_case_cost};
+use aetherflow_resilience::fallback::FallbackPolicy;
 use aetherflow_resilience::retry::{RetryDecision, RetryPolicy};
 
 /// How a run is carried out.
@@ -95,6 +97,8 @@ pub struct Resilience {
     pub breakers: Arc<Breakers>,
     /// Caps and spend, shared across runs.
     pub budgets: Budgets,
+    /// Which providers a step tries, in order.
+    pub fallback: FallbackPolicy,
 }
 
 struct Execution {
@@ -207,14 +211,26 @@ impl Orchestrator {
                     release(&plan, i, &mut waiting_on, &mut ready);
                     continue;
                 }
-                let target = match self.providers.route(&steps[i]) {
-                    Ok(t) => t,
+                let targets = match self.providers.chain(
+                    &steps[i],
+                    options.mode,
+                    steps[i].estimated_tokens.unwrap_or(0),
+                    &self.resilience.fallback,
+                ) {
+                    Ok(t) if !t.is_empty() => t,
+                    Ok(_) => {
+                        let reason = "no configured provider can take this step".to_owned();
+                        finish(&mut reports[i], StepStatus::Failed, reason, &events);
+                        release(&plan, i, &mut waiting_on, &mut ready);
+                        continue;
+                    }
                     Err(reason) => {
                         finish(&mut reports[i], StepStatus::Failed, reason, &events);
                         release(&plan, i, &mut waiting_on, &mut ready);
                         continue;
                     }
                 };
+                let target = &targets[0];
                 tracing::debug!(step = %reports[i].id, provider = %target.name, model = %target.entry.model, "step started");
                 events.emit(RunEvent::StepStarted {
                     step_id: reports[i].id.clone(),
@@ -231,7 +247,7 @@ impl Orchestrator {
                             .map(|o| (steps[d].id.to_string(), Arc::clone(o)))
                     })
                     .collect();
-                let handle = running.spawn(execute(Arc::clone(&shared), i, target, deps));
+                let handle = running.spawn(execute(Arc::clone(&shared), i, targets, deps));
                 running_index.insert(handle.id(), i);
             }
 
@@ -397,7 +413,7 @@ fn finish(report: &mut StepReport, status: StepStatus, reason: String, events: &
 async fn execute(
     shared: Arc<Shared>,
     index: usize,
-    target: Target,
+    targets: Vec<Target>,
     deps: Vec<(String, Arc<str>)>,
 ) -> Execution {
     let plan = shared.plan.plan();
@@ -420,7 +436,7 @@ async fn execute(
 
     let behaviour = step.step_type.behaviour();
     let ctx = &step.context;
-    let (inputs, targets) = if ctx.files.is_empty() && ctx.input_files.is_empty() {
+    let (inputs, current) = if ctx.files.is_empty() && ctx.input_files.is_empty() {
         (Vec::new(), Vec::new())
     } else {
         // Analysis reads its `files`; other steps read the current content of the files they
@@ -465,10 +481,10 @@ async fn execute(
         step,
         dependency_outputs: &dependency_outputs,
         inputs: &inputs,
-        targets: &targets,
+        targets: &current,
     });
-    let request = ChatRequest {
-        model: target.entry.model.clone(),
+    let mut request = ChatRequest {
+        model: String::new(),
         system: Some(system_prompt(behaviour).to_owned()),
         messages: vec![Message::user(prompt)],
         max_output_tokens: shared.max_output_tokens,
@@ -487,17 +503,116 @@ async fn execute(
         ..ChatRequest::default()
     };
 
-    let provider = &target.entry.provider;
-    let price = provider.price(&target.entry.model);
-    if price.is_none() {
-        tracing::warn!(provider = %target.name, model = %target.entry.model, "no price known for this model; its cost is recorded as zero");
-    }
     let prompt_bytes = request.system.as_deref().map_or(0, str::len)
         + request
             .messages
             .iter()
             .map(|m| m.content.len())
             .sum::<usize>();
+    // Roughly four bytes a token: enough to skip models whose window is clearly too small.
+    let needed_tokens =
+        (prompt_bytes as u64).div_ceil(4) + u64::from(request.max_output_tokens.unwrap_or(0));
+    let mut reasons: Vec<String> = Vec::new();
+    let mut min_window: Option<u64> = None;
+    for target in &targets {
+        let window = target.entry.provider.context_window(&target.entry.model);
+        if let Some(w) = window
+            && (w < needed_tokens || min_window.is_some_and(|m| w <= m))
+        {
+            reasons.push(format!(
+                "{}/{} skipped: its {w}-token window is too small for about {needed_tokens} tokens",
+                target.name, target.entry.model
+            ));
+            continue;
+        }
+        request.model.clone_from(&target.entry.model);
+        match call_with_retries(&shared, target, &request, prompt_bytes, &mut report).await {
+            TargetResult::Answer(response) => {
+                report.provider = Some(target.name.clone());
+                report.model = Some(response.model.clone());
+                report.finish_reason = Some(response.finish_reason.to_string());
+                report.duration = clock.elapsed();
+                let fallback = match response.finish_reason {
+                    FinishReason::MaxTokens => {
+                        return fail(
+                            report,
+                            "the answer was cut at the output token limit; raise max_output_tokens or split the step".into(),
+                            clock,
+                        );
+                    }
+                    FinishReason::ContextLimit => Some((
+                        "the answer was cut at the model's context window",
+                        FallbackClass::ContextWindow,
+                    )),
+                    FinishReason::ContentFilter => Some((
+                        "the provider filtered the answer",
+                        FallbackClass::ContentPolicy,
+                    )),
+                    _ if response.text.trim().is_empty() => Some((
+                        "the provider returned an empty answer",
+                        FallbackClass::General,
+                    )),
+                    _ => None,
+                };
+                match fallback {
+                    None => {
+                        report.status = StepStatus::Succeeded;
+                        return Execution {
+                            index,
+                            report,
+                            output: Some(Arc::from(response.text)),
+                        };
+                    }
+                    Some((problem, class)) => {
+                        reasons.push(format!("{problem} ({}/{})", target.name, response.model));
+                        if class == FallbackClass::ContextWindow {
+                            min_window = min_window.max(window);
+                        }
+                    }
+                }
+            }
+            TargetResult::Fallback { reason, class } => {
+                reasons.push(reason);
+                if class == FallbackClass::ContextWindow {
+                    min_window = min_window.max(window.or(Some(needed_tokens)));
+                }
+            }
+            TargetResult::Stop(reason) => return fail(report, reason, clock),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("no configured provider can take this step".into());
+    }
+    fail(report, reasons.join("; then "), clock)
+}
+
+/// How trying one target ended.
+enum TargetResult {
+    /// An answer (its finish reason still to be judged).
+    Answer(aetherflow_provider::ChatResponse),
+    /// This target failed; another may succeed.
+    Fallback {
+        reason: String,
+        class: FallbackClass,
+    },
+    /// No other target can help (the budget is spent).
+    Stop(String),
+}
+
+/// Calls one target, retrying per policy, inside the breaker and the budget; every call is
+/// recorded as an attempt in `report`.
+async fn call_with_retries(
+    shared: &Shared,
+    target: &Target,
+    request: &ChatRequest,
+    prompt_bytes: usize,
+    report: &mut StepReport,
+) -> TargetResult {
+    let provider = &target.entry.provider;
+    let price = provider.price(&target.entry.model);
+    if price.is_none() {
+        tracing::warn!(provider = %target.name, model = %target.entry.model, "no price known for this model; its cost is recorded as zero");
+    }
     let worst_case = price.map(|p| {
         worst_case_cost(
             prompt_bytes as u64,
@@ -517,26 +632,30 @@ async fn execute(
             (_, false) => None,
             (Some(amount), true) => match shared.budgets.reserve(&shared.scopes, amount) {
                 Ok(r) => Some(r),
-                Err(e) => return fail(report, e.to_string(), clock),
+                Err(e) => return TargetResult::Stop(e.to_string()),
             },
             (None, true) => {
-                return fail(
-                    report,
-                    format!(
+                return TargetResult::Fallback {
+                    reason: format!(
                         "a budget is set but the price of {}/{} is unknown, so the call cannot be bounded; configure its price",
                         target.name, target.entry.model
                     ),
-                    clock,
-                );
+                    class: FallbackClass::General,
+                };
             }
         };
         let permit = match shared.breakers.acquire(&target.name, &target.entry.model) {
             Ok(p) => p,
-            Err(open) => return fail(report, open.to_string(), clock),
+            Err(open) => {
+                return TargetResult::Fallback {
+                    reason: open.to_string(),
+                    class: FallbackClass::General,
+                };
+            }
         };
         let attempt_start = Utc::now();
         let call_clock = Instant::now();
-        let result = provider.chat(&request).await;
+        let result = provider.chat(request).await;
         let latency = call_clock.elapsed();
         shared.breakers.record(permit, result.as_ref().map(|_| ()));
         let mut attempt = Attempt {
@@ -563,39 +682,14 @@ async fn execute(
                 }
                 report.usage += attempt.usage;
                 report.cost += attempt.cost;
-                report.provider = Some(target.name.clone());
-                report.model = Some(response.model.clone());
-                report.finish_reason = Some(response.finish_reason.to_string());
                 report.attempts.push(attempt);
-                report.duration = clock.elapsed();
-                let problem = match response.finish_reason {
-                    FinishReason::MaxTokens => Some(
-                        "the answer was cut at the output token limit; raise max_output_tokens or split the step",
-                    ),
-                    FinishReason::ContextLimit => Some(
-                        "the answer was cut at the model's context window; use a model with a larger window or split the step",
-                    ),
-                    FinishReason::ContentFilter => Some("the provider filtered the answer"),
-                    _ if response.text.trim().is_empty() => {
-                        Some("the provider returned an empty answer")
-                    }
-                    _ => None,
-                };
-                if let Some(problem) = problem {
-                    return fail(report, problem.to_owned(), clock);
-                }
-                report.status = StepStatus::Succeeded;
-                return Execution {
-                    index,
-                    report,
-                    output: Some(Arc::from(response.text)),
-                };
+                return TargetResult::Answer(response);
             }
             Err(error) => error,
         };
         drop(reservation);
         tracing::warn!(
-            step = %step.id,
+            step = %report.id,
             provider = %target.name,
             model = %target.entry.model,
             attempt = attempt_no,
@@ -615,7 +709,7 @@ async fn execute(
             .decide(attempt_no, &error, retry_clock.elapsed(), fastrand::f64())
         {
             RetryDecision::RetryAfter(wait) => {
-                tracing::info!(step = %step.id, wait_ms = wait.as_millis() as u64, "retrying");
+                tracing::info!(step = %report.id, wait_ms = wait.as_millis() as u64, "retrying");
                 tokio::time::sleep(wait).await;
             }
             RetryDecision::GiveUp => {
@@ -624,7 +718,10 @@ async fn execute(
                 } else {
                     format!(" after {attempt_no} attempts")
                 };
-                return fail(report, format!("{error} ({}{tries})", target.name), clock);
+                return TargetResult::Fallback {
+                    reason: format!("{error} ({}{tries})", target.name),
+                    class: error.fallback_class(),
+                };
             }
         }
     }

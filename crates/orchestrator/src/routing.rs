@@ -9,7 +9,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use aetherflow_domain::plan::Step;
+use aetherflow_domain::run::Mode;
 use aetherflow_provider::Provider;
+use aetherflow_resilience::fallback::FallbackPolicy;
 
 /// The canonical name for a provider as written in plans and config (`moonshot` → `kimi`,
 /// `mistral` → `codestral`, case-insensitive).
@@ -55,6 +57,7 @@ pub struct Target {
 pub struct ProviderSet {
     entries: BTreeMap<String, ProviderEntry>,
     default: String,
+    preferred: Option<String>,
     offline: bool,
 }
 
@@ -65,6 +68,7 @@ impl ProviderSet {
         ProviderSet {
             entries: BTreeMap::from([(name.clone(), entry)]),
             default: name,
+            preferred: None,
             offline: false,
         }
     }
@@ -83,6 +87,12 @@ impl ProviderSet {
         self
     }
 
+    /// Puts the default provider first in every chain (`providers.default` set explicitly).
+    pub fn preferring_default(mut self) -> Self {
+        self.preferred = Some(self.default.clone());
+        self
+    }
+
     /// The configured names, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.entries.keys().map(String::as_str).collect()
@@ -93,7 +103,51 @@ impl ProviderSet {
         self.offline
     }
 
-    /// The target for `step`, or why there is none.
+    /// The targets `step` tries in order: its `context.provider` override, the explicit
+    /// default, then the fallback chain for its mode, type and size — only configured
+    /// providers, each once, at most `1 + max_fallbacks`. Offline, only the mock.
+    pub fn chain(
+        &self,
+        step: &Step,
+        mode: Mode,
+        estimated_tokens: u64,
+        policy: &FallbackPolicy,
+    ) -> Result<Vec<Target>, String> {
+        let first = self.route(step)?;
+        if self.offline {
+            return Ok(vec![first]);
+        }
+        let mut names: Vec<String> = Vec::new();
+        if step.context.provider.is_some() {
+            names.push(first.name.clone());
+        }
+        if let Some(p) = &self.preferred {
+            names.push(p.clone());
+        }
+        names.extend(
+            policy
+                .chain(mode, step.step_type, estimated_tokens)
+                .iter()
+                .map(|n| canonical_provider_name(n)),
+        );
+        names.push(self.default.clone());
+        let mut targets: Vec<Target> = Vec::new();
+        for name in names {
+            if targets.iter().any(|t| t.name == name) {
+                continue;
+            }
+            if let Some(entry) = self.entries.get(&name) {
+                targets.push(Target {
+                    name,
+                    entry: entry.clone(),
+                });
+            }
+        }
+        targets.truncate(1 + policy.max_fallbacks);
+        Ok(targets)
+    }
+
+    /// The first target for `step`, or why there is none.
     pub fn route(&self, step: &Step) -> Result<Target, String> {
         let wanted = match (&step.context.provider, self.offline) {
             (Some(p), false) => canonical_provider_name(p),
@@ -168,6 +222,39 @@ mod tests {
     fn offline_sends_everything_to_the_mock() {
         let set = ProviderSet::offline(entry("mock-1"));
         assert_eq!(set.route(&step(Some("gemini"))).expect("mock").name, "mock");
+    }
+
+    #[test]
+    fn chains_put_the_override_first_and_keep_only_configured_providers() {
+        let set = ProviderSet::new("deepseek", entry("deepseek-chat"))
+            .with("gemini", entry("gemini-2.5-flash"))
+            .with("kimi", entry("kimi-k2.6"));
+        let policy = FallbackPolicy::default();
+        let names = |s: &Step| -> Vec<String> {
+            set.chain(s, Mode::Build, 500, &policy)
+                .expect("chain")
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        // Analysis prefers gemini, then deepseek, kimi (codestral is not configured).
+        assert_eq!(names(&step(None)), ["gemini", "deepseek", "kimi"]);
+        assert_eq!(names(&step(Some("kimi"))), ["kimi", "gemini", "deepseek"]);
+        let short = FallbackPolicy {
+            max_fallbacks: 1,
+            ..FallbackPolicy::default()
+        };
+        assert_eq!(
+            set.chain(&step(None), Mode::Build, 500, &short)
+                .expect("chain")
+                .len(),
+            2
+        );
+        let preferring = set.clone().preferring_default();
+        let first = preferring
+            .chain(&step(None), Mode::Build, 500, &policy)
+            .expect("chain");
+        assert_eq!(first[0].name, "deepseek");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Settings {
     pub retry: aetherflow_resilience::retry::RetryPolicy,
     /// Circuit breakers per (provider, model).
     pub breaker: aetherflow_resilience::breaker::BreakerPolicy,
+    /// Fallback chains.
+    pub fallback: aetherflow_resilience::fallback::FallbackPolicy,
 }
 
 /// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.
@@ -308,6 +310,12 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "run.budget_usd",
                 message: e.to_string(),
+            });
+        }
+        if let Err(message) = self.fallback.check() {
+            return Err(SettingsError::Invalid {
+                key: "fallback.chains",
+                message,
             });
         }
         if self.retry.max_attempts == 0 {

@@ -197,6 +197,9 @@ pub fn provider_set_from(
     for c in configured {
         set = set.with(&c.name, c.entry.clone());
     }
+    if settings.default.is_some() {
+        set = set.preferring_default();
+    }
     Ok(Some(set))
 }
 

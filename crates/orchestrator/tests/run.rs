@@ -633,3 +633,185 @@ mod resilience {
         assert!(refused[0].contains("exceeded"));
     }
 }
+
+mod fallback {
+    use super::*;
+    use aetherflow_orchestrator::Resilience;
+    use aetherflow_resilience::retry::RetryPolicy;
+
+    /// A provider with a fixed window that fails with a given error, or answers.
+    struct Fixed {
+        name: &'static str,
+        window: Option<u64>,
+        fails_with: Option<ProviderError>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Provider for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn price(&self, _: &str) -> Option<Price> {
+            Some(Price::FREE)
+        }
+        fn context_window(&self, _: &str) -> Option<u64> {
+            self.window
+        }
+        async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match &self.fails_with {
+                Some(e) => Err(e.clone()),
+                None => Ok(ChatResponse {
+                    model: r.model.clone(),
+                    text: format!("# Analysis by {}", self.name),
+                    reasoning: None,
+                    finish_reason: aetherflow_provider::FinishReason::Stop,
+                    usage: Default::default(),
+                }),
+            }
+        }
+        async fn chat_stream(&self, _: &ChatRequest) -> Result<ChatStream, ProviderError> {
+            Err(ProviderError::InvalidRequest {
+                message: "not used".into(),
+            })
+        }
+    }
+
+    fn fixed(
+        name: &'static str,
+        window: Option<u64>,
+        fails_with: Option<ProviderError>,
+    ) -> Arc<Fixed> {
+        Arc::new(Fixed {
+            name,
+            window,
+            fails_with,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn set(first: &Arc<Fixed>, second: &Arc<Fixed>) -> ProviderSet {
+        // Analysis steps try gemini, then deepseek.
+        ProviderSet::new(
+            "gemini",
+            ProviderEntry {
+                provider: Arc::clone(first) as Arc<dyn Provider>,
+                model: "g".into(),
+            },
+        )
+        .with(
+            "deepseek",
+            ProviderEntry {
+                provider: Arc::clone(second) as Arc<dyn Provider>,
+                model: "d".into(),
+            },
+        )
+    }
+
+    fn no_retries() -> Resilience {
+        Resilience {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            ..Resilience::default()
+        }
+    }
+
+    fn analysis() -> Arc<ValidPlan> {
+        plan(
+            r#"{"task_id":"t","description":"d","steps":[{"id":"a","description":"x","type":"analysis"}]}"#,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_falls_back_to_the_next() {
+        let (_d, ws) = workspace();
+        let down = fixed(
+            "gemini",
+            None,
+            Some(ProviderError::Server {
+                status: Some(503),
+                message: "down".into(),
+            }),
+        );
+        let up = fixed("deepseek", None, None);
+        let orchestrator = Orchestrator::new(set(&down, &up), ws).with_resilience(no_retries());
+        let (outcome, _) = run(&orchestrator, analysis(), &RunOptions::default()).await;
+        let a = &outcome.report.steps[0];
+        assert_eq!(a.status, StepStatus::Succeeded, "{a:?}");
+        assert_eq!(a.provider.as_deref(), Some("deepseek"));
+        let who: Vec<&str> = a.attempts.iter().map(|x| x.provider.as_str()).collect();
+        assert_eq!(who, ["gemini", "deepseek"]);
+        assert_eq!(
+            a.attempts[0].error.as_ref().map(|e| e.kind.as_str()),
+            Some("server")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_model_too_small_is_skipped_before_the_call() {
+        let (_d, ws) = workspace();
+        let tiny = fixed("gemini", Some(100), None);
+        let big = fixed("deepseek", Some(1_000_000), None);
+        let orchestrator = Orchestrator::new(set(&tiny, &big), ws);
+        let (outcome, _) = run(&orchestrator, analysis(), &RunOptions::default()).await;
+        assert_eq!(tiny.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            outcome.report.steps[0].provider.as_deref(),
+            Some("deepseek")
+        );
+    }
+
+    #[tokio::test]
+    async fn context_overflow_falls_back_only_to_larger_windows() {
+        let (_d, ws) = workspace();
+        let overflow = ProviderError::ContextLengthExceeded {
+            limit: Some(200_000),
+            message: "too long".into(),
+        };
+        let first = fixed("gemini", Some(200_000), Some(overflow));
+        let same_size = fixed("deepseek", Some(200_000), None);
+        let orchestrator =
+            Orchestrator::new(set(&first, &same_size), ws).with_resilience(no_retries());
+        let (outcome, _) = run(&orchestrator, analysis(), &RunOptions::default()).await;
+        assert_eq!(
+            same_size.calls.load(Ordering::SeqCst),
+            0,
+            "a window no larger cannot help"
+        );
+        let reason = outcome.report.steps[0].reason.clone().unwrap_or_default();
+        assert!(reason.contains("context length exceeded"), "{reason}");
+        assert!(reason.contains("deepseek/d skipped"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn when_every_provider_fails_the_reason_names_each() {
+        let (_d, ws) = workspace();
+        let a = fixed(
+            "gemini",
+            None,
+            Some(ProviderError::Auth {
+                message: "bad key".into(),
+            }),
+        );
+        let b = fixed(
+            "deepseek",
+            None,
+            Some(ProviderError::Server {
+                status: Some(500),
+                message: "boom".into(),
+            }),
+        );
+        let orchestrator = Orchestrator::new(set(&a, &b), ws).with_resilience(no_retries());
+        let (outcome, _) = run(&orchestrator, analysis(), &RunOptions::default()).await;
+        let reason = outcome.report.steps[0].reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("bad key (gemini)")
+                && reason.contains("; then ")
+                && reason.contains("boom (deepseek)"),
+            "{reason}"
+        );
+    }
+}

@@ -48,6 +48,12 @@ pub trait Provider: Send + Sync {
     /// What `model` costs, when known; `None` means the model is unknown to this provider.
     fn price(&self, model: &str) -> Option<Price>;
 
+    /// The context window of `model` in tokens (prompt and answer together), when known; used
+    /// to skip models too small for a request before calling them.
+    fn context_window(&self, _model: &str) -> Option<u64> {
+        None
+    }
+
     /// One complete answer.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
 

@@ -34,6 +34,14 @@ pub fn prices(model: &str) -> Option<Price> {
     }
 }
 
+/// Context windows, spec §4.8 (the model card's 128k).
+pub fn windows(model: &str) -> Option<u64> {
+    match model {
+        "codestral-latest" | "codestral-2508" | "codestral-2501" => Some(128_000),
+        _ => None,
+    }
+}
+
 /// Mistral's dialect.
 pub fn dialect() -> Dialect {
     Dialect {
@@ -44,6 +52,7 @@ pub fn dialect() -> Dialect {
         stream_usage_option: false,
         reasoning_field: None,
         prices,
+        windows,
     }
 }
 
@@ -151,6 +160,10 @@ impl Provider for Codestral {
 
     fn price(&self, model: &str) -> Option<Price> {
         prices(model)
+    }
+
+    fn context_window(&self, model: &str) -> Option<u64> {
+        windows(model)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

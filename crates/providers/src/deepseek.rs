@@ -28,6 +28,16 @@ pub fn prices(model: &str) -> Option<Price> {
     }
 }
 
+/// Context windows, spec §1.7.
+pub fn windows(model: &str) -> Option<u64> {
+    match model {
+        "deepseek-v4-flash" | "deepseek-v4-pro" | "deepseek-chat" | "deepseek-reasoner" => {
+            Some(1_000_000)
+        }
+        _ => None,
+    }
+}
+
 /// DeepSeek's dialect.
 pub fn dialect() -> Dialect {
     Dialect {
@@ -38,6 +48,7 @@ pub fn dialect() -> Dialect {
         stream_usage_option: true,
         reasoning_field: Some("reasoning_content"),
         prices,
+        windows,
     }
 }
 

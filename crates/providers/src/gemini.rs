@@ -41,6 +41,11 @@ pub fn prices(model: &str) -> Option<Price> {
     }
 }
 
+/// Input limit of every current model, spec §2.7.
+pub fn windows(model: &str) -> Option<u64> {
+    prices(model).map(|_| 1_048_576)
+}
+
 /// The Gemini adapter.
 #[derive(Debug, Clone)]
 pub struct Gemini {
@@ -393,6 +398,10 @@ impl Provider for Gemini {
 
     fn price(&self, model: &str) -> Option<Price> {
         prices(model)
+    }
+
+    fn context_window(&self, model: &str) -> Option<u64> {
+        windows(model)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

@@ -29,6 +29,19 @@ pub fn prices(model: &str) -> Option<Price> {
     }
 }
 
+/// Context windows, spec §3.7.
+pub fn windows(model: &str) -> Option<u64> {
+    match model {
+        "llama-3.3-70b-versatile"
+        | "llama-3.1-8b-instant"
+        | "openai/gpt-oss-120b"
+        | "openai/gpt-oss-20b"
+        | "meta-llama/llama-4-scout-17b-16e-instruct"
+        | "qwen/qwen3-32b" => Some(131_072),
+        _ => None,
+    }
+}
+
 /// Groq's dialect.
 pub fn dialect() -> Dialect {
     Dialect {
@@ -39,6 +52,7 @@ pub fn dialect() -> Dialect {
         stream_usage_option: true,
         reasoning_field: None,
         prices,
+        windows,
     }
 }
 

@@ -37,6 +37,22 @@ pub fn prices(model: &str) -> Option<Price> {
     }
 }
 
+/// Context windows, spec §5.7.
+pub fn windows(model: &str) -> Option<u64> {
+    match model {
+        "kimi-k2.6"
+        | "kimi-k2.5"
+        | "kimi-k2-0905-preview"
+        | "kimi-k2-turbo-preview"
+        | "kimi-k2-thinking"
+        | "kimi-k2-thinking-turbo" => Some(262_144),
+        "kimi-k2-0711-preview" | "moonshot-v1-128k" => Some(131_072),
+        "moonshot-v1-32k" => Some(32_768),
+        "moonshot-v1-8k" => Some(8_192),
+        _ => None,
+    }
+}
+
 /// Kimi's dialect.
 pub fn dialect() -> Dialect {
     Dialect {
@@ -47,6 +63,7 @@ pub fn dialect() -> Dialect {
         stream_usage_option: false,
         reasoning_field: Some("reasoning_content"),
         prices,
+        windows,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Dialect {
     pub reasoning_field: Option<&'static str>,
     /// Prices of known models.
     pub prices: fn(&str) -> Option<Price>,
+    /// Context windows of known models, in tokens.
+    pub windows: fn(&str) -> Option<u64>,
 }
 
 /// An adapter for one OpenAI-style provider.
@@ -406,6 +408,10 @@ impl Provider for OpenAiStyle {
 
     fn price(&self, model: &str) -> Option<Price> {
         (self.dialect.prices)(model)
+    }
+
+    fn context_window(&self, model: &str) -> Option<u64> {
+        (self.dialect.windows)(model)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

@@ -16,6 +16,10 @@ fn prices(_model: &str) -> Option<Price> {
     Some(Price::FREE)
 }
 
+fn windows(_model: &str) -> Option<u64> {
+    None
+}
+
 /// The generic dialect.
 pub fn dialect() -> Dialect {
     Dialect {
@@ -26,6 +30,7 @@ pub fn dialect() -> Dialect {
         stream_usage_option: true,
         reasoning_field: None,
         prices,
+        windows,
     }
 }
 

@@ -18,9 +18,10 @@
 //! assert_eq!(budgets.spend(&run).committed, Money::from_cents(1));
 //! ```
 //!
-//! Still to come with the resilience issue: fallback chains and the original's routing tables,
+//! [`fallback`] orders the providers a step tries. Still to come with the resilience issue:
 //! client-side rate limits, the price file, the cost ledger, the response cache and usage alerts.
 
 pub mod breaker;
 pub mod budget;
+pub mod fallback;
 pub mod retry;
