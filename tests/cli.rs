@@ -173,6 +173,24 @@ fn runs_online_against_a_configured_provider() {
     assert_eq!(step["cost"], 196);
     let requests = rt.block_on(server.received_requests()).expect("recording");
     assert_eq!(requests.len(), 5);
+
+    // Every call is in the cost ledger, and `costs` adds it up.
+    let o = bin()
+        .current_dir(out.path())
+        .args([
+            "costs",
+            "--by",
+            "model",
+            "--json",
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let totals: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(totals["deepseek/deepseek-v4-flash"]["calls"], 5);
+    assert_eq!(totals["deepseek/deepseek-v4-flash"]["cost"], 980);
     let all = format!("{}{}{}", text(&o.stdout), text(&o.stderr), report);
     assert!(!all.contains("sk-online-test"), "key leaked");
 }
@@ -582,4 +600,64 @@ fn json_logs_go_to_a_rotating_file_without_secrets() {
     );
     let everything = format!("{log}{}{}", text(&o.stdout), text(&o.stderr));
     assert!(!everything.contains("sk-never-in-logs"), "the key leaked");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_killed_run_leaves_a_readable_ledger() {
+    use std::io::Read;
+    let out = tempfile::tempdir().expect("out");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let mut child = bin()
+        .current_dir(out.path())
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--offline",
+            "--json",
+            "--concurrency",
+            "1",
+            "--mock-latency-ms",
+            "40",
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while text(&seen).matches("step_finished").count() < 2 {
+        let n = stdout.read(&mut buf).expect("read");
+        assert!(n > 0, "the run ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let ledger = std::fs::read_to_string(out.path().join("ledger.jsonl")).expect("ledger exists");
+    let lines: Vec<&str> = ledger.lines().collect();
+    assert!(lines.len() >= 2, "{ledger}");
+    for line in &lines[..lines.len() - 1] {
+        serde_json::from_str::<serde_json::Value>(line).expect("every complete line is a record");
+    }
+    let o = bin()
+        .current_dir(out.path())
+        .args([
+            "costs",
+            "--json",
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let totals: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(
+        totals["mock"]["calls"].as_u64().unwrap_or(0) >= 2,
+        "{totals}"
+    );
 }

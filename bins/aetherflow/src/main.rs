@@ -3,6 +3,7 @@
 //! Exit codes: 0 every step succeeded (or every plan is valid), 1 some step failed, was
 //! skipped or cancelled, 2 invalid input or configuration.
 
+mod costs_cmd;
 mod plan_cmd;
 mod providers_cmd;
 mod render;
@@ -47,6 +48,32 @@ enum Command {
     /// Inspect and check the configured providers.
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Spend recorded in the cost ledger.
+    Costs(CostsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CostsArgs {
+    /// How to group the totals.
+    #[arg(long, value_enum, default_value = "provider")]
+    by: GroupArg,
+    /// Only calls on or after this UTC date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// The output folder holding ledger.jsonl (default: run.out_dir).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GroupArg {
+    Provider,
+    Model,
+    Day,
+    Plan,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +183,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Providers(ProvidersCommand::List { json }) => {
             providers_cmd::list(&settings, &environment, json)
         }
+        Command::Costs(args) => costs_cmd::costs(&args, &settings),
         Command::Providers(ProvidersCommand::Check { providers }) => {
             providers_cmd::check(&settings, &environment, &providers)
         }

@@ -16,6 +16,10 @@ use aetherflow_orchestrator::{EventSink, Orchestrator, Resilience, RunOptions, m
 use aetherflow_provider::mock::{MockProvider, MockScript};
 use aetherflow_resilience::breaker::Breakers;
 use aetherflow_resilience::budget::Budgets;
+use aetherflow_resilience::ledger::CostLedger;
+
+/// The cost ledger's file name inside the output folder.
+pub const LEDGER_FILE: &str = "ledger.jsonl";
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -66,17 +70,20 @@ pub fn run(
         Some(text) => Some(Money::parse_usd(text).context("--budget")?),
         None => None,
     };
+    let out_dir = args.out.unwrap_or(settings.run.out_dir);
+    let ledger = CostLedger::open(&out_dir.join(LEDGER_FILE))?;
     let workspace = Workspace::open(&args.workspace, settings.context.limits())?;
     let orchestrator = Orchestrator::new(providers, workspace).with_resilience(Resilience {
         retry: settings.retry,
         breakers: Arc::new(Breakers::new(settings.breaker)),
         budgets: Budgets::new(),
         fallback: settings.fallback.clone(),
+        ledger: Some(Arc::new(ledger)),
     });
     let options = RunOptions {
         mode,
         concurrency,
-        out_dir: Some(args.out.unwrap_or(settings.run.out_dir)),
+        out_dir: Some(out_dir),
         max_output_tokens: Some(settings.run.max_output_tokens),
         budget,
     };

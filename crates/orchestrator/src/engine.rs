@@ -27,6 +27,7 @@ use aetherflow_provider::FallbackClass;
 use aetherflow_resilience::breaker::Breakers;
 use aetherflow_resilience::budget::{Budgets, Scope, worst_case_cost};
 use aetherflow_resilience::fallback::FallbackPolicy;
+use aetherflow_resilience::ledger::{CostLedger, CostRecord};
 use aetherflow_resilience::retry::{RetryDecision, RetryPolicy};
 
 /// How a run is carried out.
@@ -99,6 +100,8 @@ pub struct Resilience {
     pub budgets: Budgets,
     /// Which providers a step tries, in order.
     pub fallback: FallbackPolicy,
+    /// Where every call's cost is appended, if anywhere.
+    pub ledger: Option<Arc<CostLedger>>,
 }
 
 struct Execution {
@@ -283,6 +286,9 @@ impl Orchestrator {
                                 }
                             }
                             outputs[index] = output;
+                            if let Some(ledger) = &self.resilience.ledger {
+                                record_costs(ledger, run_id, &plan.plan().task_id, &reports[index]).await;
+                            }
                             let r = &reports[index];
                             tracing::info!(
                                 step = %r.id,
@@ -370,6 +376,44 @@ impl Orchestrator {
             run_dir: run_dir.map(RunDir::into_path),
             outputs,
         })
+    }
+}
+
+/// Appends the step's attempts to the cost ledger; a ledger that cannot be written is logged,
+/// never a reason to lose the run.
+async fn record_costs(
+    ledger: &Arc<CostLedger>,
+    run_id: RunId,
+    task_id: &aetherflow_domain::TaskId,
+    report: &StepReport,
+) {
+    let records: Vec<CostRecord> = report
+        .attempts
+        .iter()
+        .map(|a| CostRecord {
+            at: a.started_at,
+            run_id: run_id.to_string(),
+            task_id: task_id.to_string(),
+            step_id: report.id.to_string(),
+            provider: a.provider.clone(),
+            model: a.model.clone(),
+            usage: a.usage,
+            cost: a.cost,
+            outcome: a
+                .error
+                .as_ref()
+                .map_or_else(|| "ok".to_owned(), |e| e.kind.clone()),
+        })
+        .collect();
+    if records.is_empty() {
+        return;
+    }
+    let ledger = Arc::clone(ledger);
+    let written = tokio::task::spawn_blocking(move || ledger.append(&records)).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cost ledger not written"),
+        Err(e) => tracing::error!(error = %e, "cost ledger task stopped"),
     }
 }
 

@@ -18,10 +18,12 @@
 //! assert_eq!(budgets.spend(&run).committed, Money::from_cents(1));
 //! ```
 //!
-//! [`fallback`] orders the providers a step tries. Still to come with the resilience issue:
-//! client-side rate limits, the price file, the cost ledger, the response cache and usage alerts.
+//! [`fallback`] orders the providers a step tries; [`ledger`] keeps an append-only record of
+//! every call's cost. Still to come with the resilience issue: client-side rate limits, the
+//! price file, the response cache and usage alerts.
 
 pub mod breaker;
 pub mod budget;
 pub mod fallback;
+pub mod ledger;
 pub mod retry;

@@ -1,0 +1,291 @@
+//! The cost ledger: an append-only JSON Lines file with one record per provider call. Each
+//! batch is one `write` of whole lines to a file opened for appending, then flushed to disk, so
+//! a crash can at worst leave the last line torn; readers skip such a line, and the next
+//! writer terminates it before appending.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aetherflow_domain::{Money, Usage};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One provider call, as billed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostRecord {
+    /// When the call started.
+    pub at: DateTime<Utc>,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// The plan's task.
+    pub task_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The provider.
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// Tokens.
+    pub usage: Usage,
+    /// Cost in micro-dollars.
+    pub cost: Money,
+    /// `ok`, or the error kind.
+    pub outcome: String,
+}
+
+/// The ledger could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("cost ledger {path}: {source}")]
+pub struct LedgerError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// An append-only ledger file, shared by the runs of one process (and safe to append to from
+/// several processes: each batch is a single appending write).
+#[derive(Debug)]
+pub struct CostLedger {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl CostLedger {
+    /// Opens (or creates) the ledger at `path`, terminating a torn last line if a crash left one.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let err = |source| LedgerError {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::End(-1)).map_err(err)?;
+            file.read_exact(&mut last).map_err(err)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(err)?;
+                file.sync_data().map_err(err)?;
+            }
+        }
+        Ok(CostLedger {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends records as one write, then flushes them to disk.
+    pub fn append(&self, records: &[CostRecord]) -> Result<(), LedgerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let err = |source| LedgerError {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut batch = Vec::with_capacity(256 * records.len());
+        for r in records {
+            serde_json::to_writer(&mut batch, r).map_err(|e| err(std::io::Error::other(e)))?;
+            batch.push(b'\n');
+        }
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        file.write_all(&batch).map_err(err)?;
+        file.sync_data().map_err(err)
+    }
+}
+
+/// Every readable record of a ledger, and how many lines could not be read (a torn last line
+/// after a crash, or damage).
+pub fn read_ledger(path: &Path) -> Result<(Vec<CostRecord>, usize), LedgerError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(source) => {
+            return Err(LedgerError {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let mut records = Vec::new();
+    let mut unreadable = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(r) => records.push(r),
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((records, unreadable))
+}
+
+/// How to group costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// By provider.
+    Provider,
+    /// By provider and model.
+    Model,
+    /// By UTC day.
+    Day,
+    /// By plan (task id).
+    Plan,
+}
+
+/// Totals for one group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CostTotal {
+    /// Calls.
+    pub calls: usize,
+    /// Failed calls.
+    pub failed: usize,
+    /// Tokens.
+    pub usage: Usage,
+    /// Cost.
+    pub cost: Money,
+}
+
+/// Sums records since `since` (inclusive) by `group`.
+pub fn summarise(
+    records: &[CostRecord],
+    group: GroupBy,
+    since: Option<DateTime<Utc>>,
+) -> BTreeMap<String, CostTotal> {
+    let mut out: BTreeMap<String, CostTotal> = BTreeMap::new();
+    for r in records.iter().filter(|r| since.is_none_or(|s| r.at >= s)) {
+        let key = match group {
+            GroupBy::Provider => r.provider.clone(),
+            GroupBy::Model => format!("{}/{}", r.provider, r.model),
+            GroupBy::Day => r.at.format("%Y-%m-%d").to_string(),
+            GroupBy::Plan => r.task_id.clone(),
+        };
+        let t = out.entry(key).or_default();
+        t.calls += 1;
+        if r.outcome != "ok" {
+            t.failed += 1;
+        }
+        t.usage += r.usage;
+        t.cost += r.cost;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(provider: &str, cost: u64, at: &str) -> CostRecord {
+        CostRecord {
+            at: at.parse().expect("timestamp"),
+            run_id: "r".into(),
+            task_id: "t".into(),
+            step_id: "s".into(),
+            provider: provider.into(),
+            model: "m".into(),
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+            cost: Money::from_micros(cost),
+            outcome: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_sum_by_group() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = CostLedger::open(&path).expect("open");
+        ledger
+            .append(&[
+                record("deepseek", 100, "2026-11-24T10:00:00Z"),
+                record("gemini", 50, "2026-11-25T10:00:00Z"),
+                record("deepseek", 7, "2026-11-25T11:00:00Z"),
+            ])
+            .expect("append");
+        let (records, bad) = read_ledger(&path).expect("read");
+        assert_eq!((records.len(), bad), (3, 0));
+        let by = summarise(&records, GroupBy::Provider, None);
+        assert_eq!(by["deepseek"].cost, Money::from_micros(107));
+        assert_eq!(by["deepseek"].calls, 2);
+        let since = "2026-11-25T00:00:00Z".parse().ok();
+        let by_day = summarise(&records, GroupBy::Day, since);
+        assert_eq!(by_day.keys().collect::<Vec<_>>(), ["2026-11-25"]);
+        assert_eq!(by_day["2026-11-25"].cost, Money::from_micros(57));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_terminated_before_the_next_append() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = CostLedger::open(&path).expect("open");
+        ledger
+            .append(&[record("groq", 1, "2026-11-25T10:00:00Z")])
+            .expect("append");
+        drop(ledger);
+        // A crash in the middle of a write.
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(br#"{"at":"2026-11-25T10:00:01Z","run_id":"r","task"#)
+            .expect("write");
+        drop(f);
+        let (records, bad) = read_ledger(&path).expect("read");
+        assert_eq!((records.len(), bad), (1, 1));
+        let ledger = CostLedger::open(&path).expect("reopen");
+        ledger
+            .append(&[record("groq", 2, "2026-11-25T10:00:02Z")])
+            .expect("append");
+        let (records, bad) = read_ledger(&path).expect("read");
+        assert_eq!(
+            (records.len(), bad),
+            (2, 1),
+            "the new record is not glued to the torn one"
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_never_interleave() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = CostLedger::open(&path).expect("open");
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let ledger = &ledger;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        ledger
+                            .append(&[record(&format!("p{t}"), i, "2026-11-25T10:00:00Z")])
+                            .expect("append");
+                    }
+                });
+            }
+        });
+        let (records, bad) = read_ledger(&path).expect("read");
+        assert_eq!((records.len(), bad), (200, 0));
+    }
+
+    #[test]
+    fn a_missing_ledger_reads_as_empty() {
+        let (records, bad) = read_ledger(Path::new("/nonexistent/ledger.jsonl")).expect("read");
+        assert!(records.is_empty() && bad == 0);
+    }
+}
