@@ -116,6 +116,9 @@ struct RunArgs {
     /// Hard cap on this run's spend in US dollars, e.g. 0.50 (default: run.budget_usd).
     #[arg(long, value_name = "USD")]
     budget: Option<String>,
+    /// Never answer from the response cache.
+    #[arg(long)]
+    no_cache: bool,
     /// With --offline: a YAML script of mock replies and failures per step.
     #[arg(long, value_name = "FILE")]
     mock_script: Option<PathBuf>,

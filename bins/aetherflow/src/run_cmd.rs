@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aetherflow_domain::Money;
 use aetherflow_domain::run::{Mode, RunStatus};
+use aetherflow_orchestrator::cache::ResponseCache;
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
 use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
@@ -79,6 +80,11 @@ pub fn run(
         budgets: Budgets::new(),
         fallback: settings.fallback.clone(),
         ledger: Some(Arc::new(ledger)),
+        cache: if args.no_cache {
+            None
+        } else {
+            ResponseCache::new(&settings.cache)
+        },
     });
     let options = RunOptions {
         mode,

@@ -120,6 +120,9 @@ pub struct Attempt {
     /// `None` when the call succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<AttemptError>,
+    /// True when the answer came from the response cache (no provider call, no cost).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// Why an attempt failed, in the terms retries and fallbacks use.

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::RunError;
+use crate::cache::ResponseCache;
 use crate::events::{EventSink, RunEvent};
 use crate::output::RunDir;
 use crate::prompt::{PromptInput, system_prompt, user_prompt};
@@ -84,6 +85,7 @@ struct Shared {
     breakers: Arc<Breakers>,
     budgets: Budgets,
     scopes: Vec<Scope>,
+    cache: Option<ResponseCache>,
 }
 
 /// Output tokens assumed for the worst case when a request sets no limit.
@@ -102,6 +104,8 @@ pub struct Resilience {
     pub fallback: FallbackPolicy,
     /// Where every call's cost is appended, if anywhere.
     pub ledger: Option<Arc<CostLedger>>,
+    /// Answers already given, if caching is on.
+    pub cache: Option<ResponseCache>,
 }
 
 struct Execution {
@@ -187,6 +191,7 @@ impl Orchestrator {
             breakers: Arc::clone(&self.resilience.breakers),
             budgets: self.resilience.budgets.clone(),
             scopes: vec![run_scope],
+            cache: self.resilience.cache.clone(),
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -399,10 +404,11 @@ async fn record_costs(
             model: a.model.clone(),
             usage: a.usage,
             cost: a.cost,
-            outcome: a
-                .error
-                .as_ref()
-                .map_or_else(|| "ok".to_owned(), |e| e.kind.clone()),
+            outcome: match (&a.error, a.cached) {
+                (Some(e), _) => e.kind.clone(),
+                (None, true) => "cached".to_owned(),
+                (None, false) => "ok".to_owned(),
+            },
         })
         .collect();
     if records.is_empty() {
@@ -630,6 +636,16 @@ async fn execute(
     fail(report, reasons.join("; then "), clock)
 }
 
+/// Whether `step` may use the response cache (`context.cache: false` opts out).
+fn step_caches(shared: &Shared, step: &aetherflow_domain::StepId) -> bool {
+    shared
+        .plan
+        .steps()
+        .iter()
+        .find(|s| &s.id == step)
+        .is_none_or(|s| s.context.cache != Some(false))
+}
+
 /// How trying one target ended.
 enum TargetResult {
     /// An answer (its finish reason still to be judged).
@@ -653,6 +669,28 @@ async fn call_with_retries(
     report: &mut StepReport,
 ) -> TargetResult {
     let provider = &target.entry.provider;
+    let cache_key = match (&shared.cache, step_caches(shared, &report.id)) {
+        (Some(cache), true) => {
+            let key = ResponseCache::key(&target.name, request);
+            if let Some(hit) = cache.get(&key) {
+                tracing::debug!(step = %report.id, provider = %target.name, "answer from the response cache");
+                report.attempts.push(Attempt {
+                    provider: target.name.clone(),
+                    model: hit.model.clone(),
+                    key_id: None,
+                    started_at: Utc::now(),
+                    latency: std::time::Duration::ZERO,
+                    usage: Default::default(),
+                    cost: Money::ZERO,
+                    error: None,
+                    cached: true,
+                });
+                return TargetResult::Answer((*hit).clone());
+            }
+            Some(key)
+        }
+        _ => None,
+    };
     let price = provider.price(&target.entry.model);
     if price.is_none() {
         tracing::warn!(provider = %target.name, model = %target.entry.model, "no price known for this model; its cost is recorded as zero");
@@ -711,9 +749,17 @@ async fn call_with_retries(
             usage: Default::default(),
             cost: Money::ZERO,
             error: None,
+            cached: false,
         };
         let error = match result {
             Ok(response) => {
+                // Only complete, usable answers are worth giving again.
+                if let (Some(cache), Some(key)) = (&shared.cache, cache_key)
+                    && response.finish_reason == FinishReason::Stop
+                    && !response.text.trim().is_empty()
+                {
+                    cache.put(key, response.clone());
+                }
                 let price = provider
                     .price(&response.model)
                     .or(price)

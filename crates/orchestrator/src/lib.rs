@@ -25,6 +25,7 @@
 //! # });
 //! ```
 
+pub mod cache;
 mod engine;
 mod events;
 mod output;

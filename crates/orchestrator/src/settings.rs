@@ -37,6 +37,8 @@ pub struct Settings {
     pub breaker: aetherflow_resilience::breaker::BreakerPolicy,
     /// Fallback chains.
     pub fallback: aetherflow_resilience::fallback::FallbackPolicy,
+    /// The response cache.
+    pub cache: crate::cache::CacheSettings,
 }
 
 /// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.

@@ -815,3 +815,65 @@ mod fallback {
         );
     }
 }
+
+mod cache {
+    use super::*;
+    use aetherflow_orchestrator::Resilience;
+    use aetherflow_orchestrator::cache::{CacheSettings, ResponseCache};
+
+    fn twins(second_context: &str) -> Arc<ValidPlan> {
+        plan(&format!(
+            r#"{{"task_id":"t","description":"d","steps":[
+            {{"id":"a","description":"same question","type":"analysis"}},
+            {{"id":"b","description":"same question","type":"analysis","dependencies":["a"]{second_context}}}]}}"#
+        ))
+    }
+
+    fn cached(recording: &Arc<Recording>, ws: Workspace) -> Orchestrator {
+        Orchestrator::new(recording_set(Arc::clone(recording)), ws).with_resilience(Resilience {
+            cache: ResponseCache::new(&CacheSettings::default()),
+            ..Resilience::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_request_is_answered_once() {
+        let (_d, ws) = workspace();
+        let recording = Arc::new(Recording::default());
+        let orchestrator = cached(&recording, ws);
+        // b depends on a, so b's prompt differs (it includes a's output): run the plan twice.
+        let (first, _) = run(&orchestrator, twins(""), &RunOptions::default()).await;
+        let (second, _) = run(&orchestrator, twins(""), &RunOptions::default()).await;
+        assert_eq!(
+            recording.requests.lock().expect("lock").len(),
+            2,
+            "the second run came from the cache"
+        );
+        assert!(first.report.steps.iter().all(|s| !s.attempts[0].cached));
+        assert!(
+            second
+                .report
+                .steps
+                .iter()
+                .all(|s| s.attempts[0].cached && s.cost.as_micros() == 0)
+        );
+        assert_eq!(second.outputs[0], first.outputs[0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_can_opt_out() {
+        let (_d, ws) = workspace();
+        let recording = Arc::new(Recording::default());
+        let orchestrator = cached(&recording, ws);
+        let opted_out = twins(r#","context":{"cache":false}"#);
+        run(
+            &orchestrator,
+            Arc::clone(&opted_out),
+            &RunOptions::default(),
+        )
+        .await;
+        run(&orchestrator, opted_out, &RunOptions::default()).await;
+        // a is cached the second time, b (opted out) is asked both times.
+        assert_eq!(recording.requests.lock().expect("lock").len(), 3);
+    }
+}

@@ -180,7 +180,7 @@ pub fn summarise(
         };
         let t = out.entry(key).or_default();
         t.calls += 1;
-        if r.outcome != "ok" {
+        if r.outcome != "ok" && r.outcome != "cached" {
             t.failed += 1;
         }
         t.usage += r.usage;

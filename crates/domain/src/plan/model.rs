@@ -89,6 +89,9 @@ pub struct StepContext {
     /// Ask the model to reason before writing code.
     #[serde(default)]
     pub pre_reasoning: Option<bool>,
+    /// AetherFlow extension: `false` keeps this step's answers out of the response cache.
+    #[serde(default)]
+    pub cache: Option<bool>,
     /// Any other context the author supplied (`instructions`, `notes`, …); it is passed to the
     /// model as additional context.
     #[serde(default, flatten, skip_deserializing)]

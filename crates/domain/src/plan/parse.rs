@@ -73,6 +73,7 @@ const CONTEXT_KEYS: &[&str] = &[
     "auto_apply",
     "surgical_mode",
     "pre_reasoning",
+    "cache",
 ];
 
 /// Parses plan text. Syntax and type errors carry the line and column; unknown keys are kept
