@@ -89,6 +89,14 @@ pub async fn render_events(mut rx: UnboundedReceiver<RunEvent>, output: Output, 
                 }
                 format!("skipped {step_id}: {reason}")
             }
+            RunEvent::BudgetAlert {
+                scope,
+                threshold,
+                spent,
+                cap,
+            } => {
+                format!("budget  {scope}: {threshold}% of {cap} spent ({spent})")
+            }
             RunEvent::RunFinished { status, .. } => format!("run {}", serde_plain(status)),
         };
         match &bar {

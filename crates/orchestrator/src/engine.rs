@@ -86,6 +86,7 @@ struct Shared {
     budgets: Budgets,
     scopes: Vec<Scope>,
     cache: Option<ResponseCache>,
+    events: EventSink,
 }
 
 /// Output tokens assumed for the worst case when a request sets no limit.
@@ -192,6 +193,7 @@ impl Orchestrator {
             budgets: self.resilience.budgets.clone(),
             scopes: vec![run_scope],
             cache: self.resilience.cache.clone(),
+            events: events.clone(),
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -768,7 +770,15 @@ async fn call_with_retries(
                 attempt.usage = response.usage;
                 attempt.cost = response.usage.cost(&price);
                 if let Some(r) = reservation {
-                    r.commit(attempt.cost);
+                    for alert in r.commit(attempt.cost) {
+                        tracing::warn!(scope = %alert.scope, threshold = alert.threshold, spent = %alert.spent, cap = %alert.cap, "budget threshold crossed");
+                        shared.events.emit(RunEvent::BudgetAlert {
+                            scope: alert.scope.to_string(),
+                            threshold: alert.threshold,
+                            spent: alert.spent,
+                            cap: alert.cap,
+                        });
+                    }
                 }
                 report.usage += attempt.usage;
                 report.cost += attempt.cost;

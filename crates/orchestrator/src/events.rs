@@ -55,6 +55,17 @@ pub enum RunEvent {
         /// Which dependency and why.
         reason: String,
     },
+    /// Spend in a budget scope crossed a soft threshold.
+    BudgetAlert {
+        /// The scope (`run …`, `day …`).
+        scope: String,
+        /// Percent of the cap crossed.
+        threshold: u8,
+        /// Spend so far.
+        spent: Money,
+        /// The cap.
+        cap: Money,
+    },
     /// The run ended; the report is written.
     RunFinished {
         /// The run.

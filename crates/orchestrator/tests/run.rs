@@ -632,6 +632,38 @@ mod resilience {
         assert!(!refused.is_empty(), "{:?}", outcome.report.steps);
         assert!(refused[0].contains("exceeded"));
     }
+
+    #[tokio::test]
+    async fn spend_crossing_soft_thresholds_raises_alert_events() {
+        let (_d, ws) = workspace();
+        let priced = Arc::new(Priced {
+            calls: AtomicUsize::new(0),
+        });
+        let set = ProviderSet::new(
+            "priced",
+            ProviderEntry {
+                provider: Arc::clone(&priced) as Arc<dyn Provider>,
+                model: "p-1".into(),
+            },
+        );
+        let orchestrator = Orchestrator::new(set, ws);
+        // $0.011 per call against a $0.04 cap: 27.5 %, 55 % (alert 50), 82.5 % (alert 80); the
+        // fourth call's worst case (about $0.0175) no longer fits, so 100 % is never reached.
+        let options = RunOptions {
+            budget: Some(Money::from_micros(40_000)),
+            concurrency: NonZeroUsize::new(1).expect("non-zero"),
+            ..RunOptions::default()
+        };
+        let (_, events) = run(&orchestrator, chain_with_side_branch(), &options).await;
+        let alerts: Vec<u8> = events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::BudgetAlert { threshold, .. } => Some(*threshold),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(alerts, [50, 80], "{events:?}");
+    }
 }
 
 mod fallback {

@@ -55,15 +55,38 @@ struct Account {
     reserved: Money,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ledger {
     accounts: HashMap<Scope, Account>,
+    thresholds: Vec<u8>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            accounts: HashMap::new(),
+            thresholds: vec![50, 80, 100],
+        }
+    }
 }
 
 /// Caps and spend for every scope; cheap to clone and share between runs.
 #[derive(Debug, Clone, Default)]
 pub struct Budgets {
     ledger: Arc<Mutex<Ledger>>,
+}
+
+/// Spend in a capped scope crossed a soft threshold (a percentage of the cap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetAlert {
+    /// The scope.
+    pub scope: Scope,
+    /// The threshold crossed, in percent of the cap.
+    pub threshold: u8,
+    /// Committed spend after the call.
+    pub spent: Money,
+    /// The cap.
+    pub cap: Money,
 }
 
 /// Spend so far in one scope.
@@ -87,6 +110,13 @@ impl Budgets {
         self.ledger
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the soft thresholds, in percent of each cap, that raise alerts (default 50, 80, 100).
+    pub fn set_thresholds(&self, mut thresholds: Vec<u8>) {
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        self.lock().thresholds = thresholds;
     }
 
     /// Sets (or with `None` removes) the cap of `scope`.
@@ -144,12 +174,28 @@ impl Budgets {
         })
     }
 
-    fn settle(&self, scopes: &[Scope], reserved: Money, actual: Money) {
-        let mut ledger = self.lock();
+    fn settle(&self, scopes: &[Scope], reserved: Money, actual: Money) -> Vec<BudgetAlert> {
+        let mut guard = self.lock();
+        let ledger = &mut *guard;
+        let mut alerts = Vec::new();
         for scope in scopes {
             let a = ledger.accounts.entry(scope.clone()).or_default();
             a.reserved = a.reserved.saturating_sub(reserved);
+            let before = a.committed;
             a.committed = a.committed.saturating_add(actual);
+            if let Some(cap) = a.cap.filter(|c| *c > Money::ZERO) {
+                let pct = |m: Money| u128::from(m.as_micros()) * 100 / u128::from(cap.as_micros());
+                for &t in &ledger.thresholds {
+                    if pct(before) < u128::from(t) && pct(a.committed) >= u128::from(t) {
+                        alerts.push(BudgetAlert {
+                            scope: scope.clone(),
+                            threshold: t,
+                            spent: a.committed,
+                            cap,
+                        });
+                    }
+                }
+            }
             if let Some(cap) = a.cap
                 && a.committed > cap
             {
@@ -157,6 +203,7 @@ impl Budgets {
                 tracing::error!(%scope, committed = %a.committed, %cap, "spend passed the cap: the provider billed more than the reserved worst case");
             }
         }
+        alerts
     }
 }
 
@@ -176,17 +223,18 @@ impl Reservation {
         self.amount
     }
 
-    /// Records the real cost and frees the rest of the reservation.
-    pub fn commit(mut self, actual: Money) {
+    /// Records the real cost and frees the rest of the reservation; returns the soft thresholds
+    /// this spend crossed.
+    pub fn commit(mut self, actual: Money) -> Vec<BudgetAlert> {
         self.settled = true;
-        self.budgets.settle(&self.scopes, self.amount, actual);
+        self.budgets.settle(&self.scopes, self.amount, actual)
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
-            self.budgets.settle(&self.scopes, self.amount, Money::ZERO);
+            let _ = self.budgets.settle(&self.scopes, self.amount, Money::ZERO);
         }
     }
 }
@@ -228,6 +276,31 @@ mod tests {
         r.commit(Money::from_micros(10));
         // The unused 50 came back.
         assert!(b.reserve(&[run()], Money::from_micros(90)).is_ok());
+    }
+
+    #[test]
+    fn crossing_a_soft_threshold_raises_one_alert() {
+        let b = Budgets::new();
+        b.set_cap(run(), Some(Money::from_micros(1_000)));
+        let alerts = b
+            .reserve(&[run()], Money::from_micros(600))
+            .expect("fits")
+            .commit(Money::from_micros(550));
+        assert_eq!(alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(), [50]);
+        let alerts = b
+            .reserve(&[run()], Money::from_micros(400))
+            .expect("fits")
+            .commit(Money::from_micros(400));
+        assert_eq!(alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(), [80]);
+        let alerts = b
+            .reserve(&[run()], Money::from_micros(50))
+            .expect("fits")
+            .commit(Money::from_micros(50));
+        assert_eq!(
+            alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(),
+            [100]
+        );
+        assert_eq!(alerts[0].spent, Money::from_micros(1_000));
     }
 
     #[test]
