@@ -80,6 +80,7 @@ pub fn run(
         budgets: Budgets::new(),
         fallback: settings.fallback.clone(),
         ledger: Some(Arc::new(ledger)),
+        provider_limits: setup::provider_limits(&settings.providers),
         cache: if args.no_cache {
             None
         } else {

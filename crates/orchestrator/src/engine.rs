@@ -87,6 +87,7 @@ struct Shared {
     scopes: Vec<Scope>,
     cache: Option<ResponseCache>,
     events: EventSink,
+    provider_limits: ProviderLimits,
 }
 
 /// Output tokens assumed for the worst case when a request sets no limit.
@@ -107,6 +108,33 @@ pub struct Resilience {
     pub ledger: Option<Arc<CostLedger>>,
     /// Answers already given, if caching is on.
     pub cache: Option<ResponseCache>,
+    /// Most calls in flight per provider, across runs (providers not listed are unlimited).
+    pub provider_limits: ProviderLimits,
+}
+
+/// Per-provider concurrency limits, so AetherFlow slows itself down before a provider answers
+/// 429 (DeepSeek, for one, caps concurrent requests per account).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderLimits {
+    slots: std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>,
+}
+
+impl ProviderLimits {
+    /// Allows at most `max` calls at once to `provider` (`0` means no limit).
+    pub fn with(mut self, provider: &str, max: usize) -> Self {
+        if max > 0 {
+            self.slots.insert(
+                crate::routing::canonical_provider_name(provider),
+                Arc::new(tokio::sync::Semaphore::new(max)),
+            );
+        }
+        self
+    }
+
+    async fn enter(&self, provider: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = self.slots.get(provider)?;
+        Arc::clone(slots).acquire_owned().await.ok()
+    }
 }
 
 struct Execution {
@@ -194,6 +222,7 @@ impl Orchestrator {
             scopes: vec![run_scope],
             cache: self.resilience.cache.clone(),
             events: events.clone(),
+            provider_limits: self.resilience.provider_limits.clone(),
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -737,10 +766,12 @@ async fn call_with_retries(
                 };
             }
         };
+        let slot = shared.provider_limits.enter(&target.name).await;
         let attempt_start = Utc::now();
         let call_clock = Instant::now();
         let result = provider.chat(request).await;
         let latency = call_clock.elapsed();
+        drop(slot);
         shared.breakers.record(permit, result.as_ref().map(|_| ()));
         let mut attempt = Attempt {
             provider: target.name.clone(),

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use aetherflow_provider::mock::{MOCK_MODEL, MockProvider};
 
-pub use engine::{Orchestrator, Resilience, RunOptions, RunOutcome};
+pub use engine::{Orchestrator, ProviderLimits, Resilience, RunOptions, RunOutcome};
 pub use events::{EventSink, RunEvent};
 pub use routing::{ProviderEntry, ProviderSet, Target};
 

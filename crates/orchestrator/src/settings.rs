@@ -77,6 +77,8 @@ pub struct ProviderSettings {
     pub first_token_timeout_ms: u64,
     /// Deadline for the whole call, in milliseconds.
     pub total_timeout_ms: u64,
+    /// Most calls in flight at once to this provider (0 = no limit).
+    pub max_concurrency: usize,
 }
 
 impl Default for ProviderSettings {
@@ -87,6 +89,7 @@ impl Default for ProviderSettings {
             connect_timeout_ms: 10_000,
             first_token_timeout_ms: 60_000,
             total_timeout_ms: 600_000,
+            max_concurrency: 0,
         }
     }
 }

@@ -160,6 +160,20 @@ pub fn configured_providers(
     Ok(out)
 }
 
+/// The per-provider concurrency limits of `settings`.
+pub fn provider_limits(settings: &ProvidersSettings) -> crate::ProviderLimits {
+    crate::ProviderLimits::default()
+        .with("deepseek", settings.deepseek.max_concurrency)
+        .with("gemini", settings.gemini.max_concurrency)
+        .with("groq", settings.groq.max_concurrency)
+        .with("codestral", settings.codestral.max_concurrency)
+        .with("kimi", settings.kimi.max_concurrency)
+        .with(
+            "openai-compatible",
+            settings.openai_compatible.max_concurrency,
+        )
+}
+
 /// The provider set for online runs, or `None` when nothing is configured.
 pub fn provider_set(
     settings: &ProvidersSettings,

@@ -214,6 +214,32 @@ async fn concurrency_is_bounded() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_provider_concurrency_limit_holds_across_steps() {
+    let steps: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"id":"s{i}","description":"x","type":"analysis"}}"#))
+        .collect();
+    let wide = plan(&format!(
+        r#"{{"task_id":"wide","description":"d","steps":[{}]}}"#,
+        steps.join(",")
+    ));
+    let (_d, ws) = workspace();
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws)
+        .with_resilience(aetherflow_orchestrator::Resilience {
+            provider_limits: aetherflow_orchestrator::ProviderLimits::default()
+                .with("recording", 2),
+            ..aetherflow_orchestrator::Resilience::default()
+        });
+    let options = RunOptions {
+        concurrency: NonZeroUsize::new(8).expect("non-zero"),
+        ..RunOptions::default()
+    };
+    let (outcome, _) = run(&orchestrator, wide, &options).await;
+    assert_eq!(outcome.report.totals.succeeded, 10);
+    assert_eq!(recording.max_in_flight.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn the_run_folder_holds_the_report_and_each_output() {
     let (_d, ws) = workspace();
