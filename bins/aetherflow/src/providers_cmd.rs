@@ -5,14 +5,18 @@ use std::time::Instant;
 
 use aetherflow_bootstrap::Environment;
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
-use aetherflow_orchestrator::setup::{ConfiguredProvider, configured_providers};
+use aetherflow_orchestrator::setup::{ConfiguredProvider, configured_providers_priced};
 use aetherflow_provider::{ChatRequest, Message};
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 
 fn configured(settings: &Settings, env: &Environment) -> anyhow::Result<Vec<ConfiguredProvider>> {
-    Ok(configured_providers(&settings.providers, &env.keys()?)?)
+    Ok(configured_providers_priced(
+        &settings.providers,
+        &env.keys()?,
+        &settings.prices,
+    )?)
 }
 
 fn price_text(p: &ConfiguredProvider) -> String {

@@ -59,7 +59,8 @@ pub fn run(
             anyhow::bail!("--mock-script and --mock-latency-ms only apply with --offline");
         }
         let keys = environment.keys()?;
-        let configured = setup::configured_providers(&settings.providers, &keys)?;
+        let configured =
+            setup::configured_providers_priced(&settings.providers, &keys, &settings.prices)?;
         reloader = Some(setup::KeyReloader::new(&configured, &keys));
         match setup::provider_set_from(&settings.providers, &configured)? {
             Some(set) => set,

@@ -39,6 +39,8 @@ pub struct Settings {
     pub fallback: aetherflow_resilience::fallback::FallbackPolicy,
     /// The response cache.
     pub cache: crate::cache::CacheSettings,
+    /// Price overrides and additions, keyed `"provider/model"`.
+    pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
 }
 
 /// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.

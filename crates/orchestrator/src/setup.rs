@@ -10,7 +10,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use aetherflow_providers::config::AdapterConfig;
 use aetherflow_providers::http::{ConfigError, Timeouts};
 use aetherflow_providers::keys::KeyPool;
+use aetherflow_providers::prices::{PriceEntry, PriceTable};
 use aetherflow_providers::{codestral, deepseek, gemini, groq, kimi, openai_compatible};
+use std::collections::BTreeMap;
 
 use crate::routing::{ProviderEntry, ProviderSet, canonical_provider_name};
 use crate::settings::{ProviderKeys, ProviderSettings, ProvidersSettings, read_key_file};
@@ -35,6 +37,19 @@ pub enum SetupError {
         provider: String,
         /// What is wrong.
         source: ConfigError,
+    },
+    /// The price file or an override is wrong.
+    #[error("{0}")]
+    Prices(#[from] aetherflow_providers::prices::PriceError),
+    /// A configured model has no price, so budgets and cost reports cannot work.
+    #[error(
+        "no price is known for {provider}/{model}: add [prices.\"{provider}/{model}\"] with input and output (USD per million tokens) to aetherflow.toml, or choose a listed model"
+    )]
+    UnknownPrice {
+        /// The provider.
+        provider: String,
+        /// The model.
+        model: String,
     },
     /// `providers.default` names a provider that is not configured.
     #[error(
@@ -74,6 +89,17 @@ pub fn configured_providers(
     settings: &ProvidersSettings,
     keys: &ProviderKeys,
 ) -> Result<Vec<ConfiguredProvider>, SetupError> {
+    configured_providers_priced(settings, keys, &BTreeMap::new())
+}
+
+/// As [`configured_providers`], with price overrides (`[prices]`); a configured model without
+/// a price is an error, except on a local OpenAI-compatible server (free unless priced).
+pub fn configured_providers_priced(
+    settings: &ProvidersSettings,
+    keys: &ProviderKeys,
+    price_overrides: &BTreeMap<String, PriceEntry>,
+) -> Result<Vec<ConfiguredProvider>, SetupError> {
+    let prices = Arc::new(PriceTable::with_overrides(price_overrides)?);
     let mut out = Vec::new();
     for name in PREFERENCE {
         let s = match name {
@@ -103,6 +129,7 @@ pub fn configured_providers(
             base_url: s.base_url.clone(),
             timeouts: timeouts(s),
             keys: pool.clone(),
+            prices: Some(Arc::clone(&prices)),
         };
         let err = |source| SetupError::Adapter {
             provider: name.into(),
@@ -144,6 +171,13 @@ pub fn configured_providers(
                 "",
             ),
         };
+        let model = s.model.clone().unwrap_or_else(|| default_model.to_owned());
+        if provider.price(&model).is_none() {
+            return Err(SetupError::UnknownPrice {
+                provider: name.to_owned(),
+                model,
+            });
+        }
         out.push(ConfiguredProvider {
             name: name.to_owned(),
             entry: ProviderEntry {
@@ -383,6 +417,37 @@ mod tests {
         task.await.expect("watcher ends");
         assert_eq!(pool.ids(), ["groq#1"]);
         assert_eq!(pool.acquire().expect("key").expose(), "gsk_third_000000003");
+    }
+
+    #[test]
+    fn a_model_without_a_price_is_refused_until_priced() {
+        let mut settings = ProvidersSettings::default();
+        settings.deepseek.model = Some("deepseek-v9-secret".into());
+        let k = keys(&[("DEEPSEEK_API_KEY", "sk-1")]);
+        let err = configured_providers(&settings, &k).expect_err("unknown price");
+        assert!(
+            err.to_string()
+                .contains("[prices.\"deepseek/deepseek-v9-secret\"]"),
+            "{err}"
+        );
+        let overrides = BTreeMap::from([(
+            "deepseek/deepseek-v9-secret".to_owned(),
+            PriceEntry {
+                input: "1".into(),
+                cached_input: None,
+                output: "2".into(),
+                context_window: None,
+                aliases: vec![],
+                source: None,
+            },
+        )]);
+        let configured = configured_providers_priced(&settings, &k, &overrides).expect("priced");
+        let price = configured[0]
+            .entry
+            .provider
+            .price("deepseek-v9-secret")
+            .expect("price");
+        assert_eq!(price.output_per_mtok.as_micros(), 2_000_000);
     }
 
     #[test]

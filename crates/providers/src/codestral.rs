@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::config::{AdapterConfig, price};
+use crate::config::AdapterConfig;
 use crate::errors::{Flavor, classify};
 use crate::http::ConfigError;
 use crate::openai::{Dialect, OpenAiStyle, parse_completion};
@@ -24,24 +24,6 @@ pub const PLATFORM_BASE_URL: &str = "https://api.mistral.ai/v1";
 /// The model used when none is configured.
 pub const DEFAULT_MODEL: &str = "codestral-latest";
 
-/// USD per million tokens, spec §4.8 (no cached-input price is published).
-pub fn prices(model: &str) -> Option<Price> {
-    match model {
-        "codestral-latest" | "codestral-2508" | "codestral-2501" => {
-            Some(price(300_000, 300_000, 900_000))
-        }
-        _ => None,
-    }
-}
-
-/// Context windows, spec §4.8 (the model card's 128k).
-pub fn windows(model: &str) -> Option<u64> {
-    match model {
-        "codestral-latest" | "codestral-2508" | "codestral-2501" => Some(128_000),
-        _ => None,
-    }
-}
-
 /// Mistral's dialect.
 pub fn dialect() -> Dialect {
     Dialect {
@@ -51,8 +33,7 @@ pub fn dialect() -> Dialect {
         seed_field: Some("random_seed"),
         stream_usage_option: false,
         reasoning_field: None,
-        prices,
-        windows,
+        free_when_unpriced: false,
     }
 }
 
@@ -85,6 +66,7 @@ pub struct Codestral {
 
 /// A Codestral adapter.
 pub fn adapter(config: AdapterConfig) -> Result<Codestral, ConfigError> {
+    let prices = config.price_table();
     let transport = Transport::new(
         NAME,
         config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
@@ -95,7 +77,7 @@ pub fn adapter(config: AdapterConfig) -> Result<Codestral, ConfigError> {
         AuthStyle::Bearer,
     )?;
     Ok(Codestral {
-        chat: OpenAiStyle::new(NAME, dialect(), transport),
+        chat: OpenAiStyle::new(NAME, dialect(), transport, prices),
     })
 }
 
@@ -159,11 +141,11 @@ impl Provider for Codestral {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        prices(model)
+        self.chat.price(model)
     }
 
     fn context_window(&self, model: &str) -> Option<u64> {
-        windows(model)
+        self.chat.context_window(model)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

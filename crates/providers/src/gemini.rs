@@ -15,9 +15,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use crate::config::{AdapterConfig, price};
+use crate::config::AdapterConfig;
 use crate::errors::{Flavor, classify};
 use crate::http::ConfigError;
+use crate::prices::PriceTable;
 use crate::wire::{AuthStyle, Sent, Transport};
 
 /// The provider name.
@@ -27,33 +28,16 @@ pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1
 /// The model used when none is configured.
 pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
 
-/// USD per million tokens, spec §2.7 (prompts up to 200K tokens).
-pub fn prices(model: &str) -> Option<Price> {
-    match model.strip_prefix("models/").unwrap_or(model) {
-        "gemini-2.5-flash" => Some(price(300_000, 30_000, 2_500_000)),
-        "gemini-2.5-pro" => Some(price(1_250_000, 125_000, 10_000_000)),
-        "gemini-2.5-flash-lite" => Some(price(100_000, 10_000, 400_000)),
-        "gemini-3-flash-preview" => Some(price(500_000, 50_000, 3_000_000)),
-        "gemini-3.1-pro-preview" => Some(price(2_000_000, 200_000, 12_000_000)),
-        "gemini-3.1-flash-lite" => Some(price(250_000, 250_000, 1_500_000)),
-        "gemini-3.5-flash" => Some(price(1_500_000, 150_000, 9_000_000)),
-        _ => None,
-    }
-}
-
-/// Input limit of every current model, spec §2.7.
-pub fn windows(model: &str) -> Option<u64> {
-    prices(model).map(|_| 1_048_576)
-}
-
 /// The Gemini adapter.
 #[derive(Debug, Clone)]
 pub struct Gemini {
     transport: Arc<Transport>,
+    prices: Arc<PriceTable>,
 }
 
 /// A Gemini adapter.
 pub fn adapter(config: AdapterConfig) -> Result<Gemini, ConfigError> {
+    let prices = config.price_table();
     let transport = Transport::new(
         NAME,
         config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
@@ -65,6 +49,7 @@ pub fn adapter(config: AdapterConfig) -> Result<Gemini, ConfigError> {
     )?;
     Ok(Gemini {
         transport: Arc::new(transport),
+        prices,
     })
 }
 
@@ -397,11 +382,11 @@ impl Provider for Gemini {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        prices(model)
+        self.prices.price(NAME, model)
     }
 
     fn context_window(&self, model: &str) -> Option<u64> {
-        windows(model)
+        self.prices.window(NAME, model)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

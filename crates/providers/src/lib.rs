@@ -35,6 +35,7 @@ pub mod errors;
 pub mod http;
 pub mod keys;
 pub mod openai;
+pub mod prices;
 pub mod wire;
 
 #[cfg(feature = "codestral")]

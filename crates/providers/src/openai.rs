@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::errors::{Flavor, classify};
+use crate::prices::PriceTable;
 use crate::wire::{Sent, Transport};
 
 /// What differs between OpenAI-style providers.
@@ -33,10 +34,9 @@ pub struct Dialect {
     pub stream_usage_option: bool,
     /// Whether earlier assistant reasoning goes back as `reasoning_content`.
     pub reasoning_field: Option<&'static str>,
-    /// Prices of known models.
-    pub prices: fn(&str) -> Option<Price>,
-    /// Context windows of known models, in tokens.
-    pub windows: fn(&str) -> Option<u64>,
+    /// Whether a model missing from the price table is free (local servers) rather than
+    /// unknown.
+    pub free_when_unpriced: bool,
 }
 
 /// An adapter for one OpenAI-style provider.
@@ -45,15 +45,22 @@ pub struct OpenAiStyle {
     name: &'static str,
     dialect: Dialect,
     transport: Arc<Transport>,
+    prices: Arc<PriceTable>,
 }
 
 impl OpenAiStyle {
     /// An adapter named `name` speaking `dialect` over `transport`.
-    pub fn new(name: &'static str, dialect: Dialect, transport: Transport) -> Self {
+    pub fn new(
+        name: &'static str,
+        dialect: Dialect,
+        transport: Transport,
+        prices: Arc<PriceTable>,
+    ) -> Self {
         OpenAiStyle {
             name,
             dialect,
             transport: Arc::new(transport),
+            prices,
         }
     }
 
@@ -407,11 +414,13 @@ impl Provider for OpenAiStyle {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        (self.dialect.prices)(model)
+        self.prices
+            .price(self.name, model)
+            .or(self.dialect.free_when_unpriced.then_some(Price::FREE))
     }
 
     fn context_window(&self, model: &str) -> Option<u64> {
-        (self.dialect.windows)(model)
+        self.prices.window(self.name, model)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

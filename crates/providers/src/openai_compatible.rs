@@ -1,8 +1,6 @@
 //! Any OpenAI-compatible server (Ollama, vLLM, llama.cpp server, LM Studio): a base URL and an
 //! optional key, so users can run local models. Local models cost nothing.
 
-use aetherflow_domain::Price;
-
 use crate::config::AdapterConfig;
 use crate::errors::Flavor;
 use crate::http::ConfigError;
@@ -11,14 +9,6 @@ use crate::wire::{AuthStyle, Transport};
 
 /// The provider name.
 pub const NAME: &str = "openai-compatible";
-
-fn prices(_model: &str) -> Option<Price> {
-    Some(Price::FREE)
-}
-
-fn windows(_model: &str) -> Option<u64> {
-    None
-}
 
 /// The generic dialect.
 pub fn dialect() -> Dialect {
@@ -29,18 +19,18 @@ pub fn dialect() -> Dialect {
         seed_field: Some("seed"),
         stream_usage_option: true,
         reasoning_field: None,
-        prices,
-        windows,
+        free_when_unpriced: true,
     }
 }
 
 /// An adapter for the server at `config.base_url` (required, e.g. `http://127.0.0.1:11434/v1`).
 pub fn adapter(config: AdapterConfig) -> Result<OpenAiStyle, ConfigError> {
+    let prices = config.price_table();
     let base = config.base_url.ok_or_else(|| ConfigError::BaseUrl {
         url: String::new(),
         message: "an OpenAI-compatible provider needs a base URL, e.g. http://127.0.0.1:11434/v1"
             .into(),
     })?;
     let transport = Transport::new(NAME, &base, config.timeouts, config.keys, AuthStyle::Bearer)?;
-    Ok(OpenAiStyle::new(NAME, dialect(), transport))
+    Ok(OpenAiStyle::new(NAME, dialect(), transport, prices))
 }

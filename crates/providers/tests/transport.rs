@@ -166,6 +166,7 @@ async fn a_stream_that_stalls_is_a_typed_timeout() {
             total: Duration::from_secs(10),
         },
         keys: Some(pool("deepseek", &["sk-test-0000"])),
+        prices: None,
     })
     .expect("adapter");
     let started = std::time::Instant::now();

@@ -36,6 +36,7 @@ pub fn config(server: &MockServer, base_path: &str, keys: Arc<KeyPool>) -> Adapt
             total: Duration::from_secs(5),
         },
         keys: Some(keys),
+        prices: None,
     }
 }
 
