@@ -171,6 +171,7 @@ fn runs_online_against_a_configured_provider() {
     assert_eq!(step["model"], "deepseek-v4-flash");
     // 1000 input × $0.14/M + 200 output × $0.28/M = $0.000196
     assert_eq!(step["cost"], 196);
+    assert_eq!(step["attempts"][0]["key_id"], "deepseek#1");
     let requests = rt.block_on(server.received_requests()).expect("recording");
     assert_eq!(requests.len(), 5);
 

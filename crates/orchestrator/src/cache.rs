@@ -118,6 +118,7 @@ mod tests {
         cache.put(
             key,
             ChatResponse {
+                key_id: None,
                 model: "m".into(),
                 text: "answer".into(),
                 reasoning: None,

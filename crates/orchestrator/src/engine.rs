@@ -798,6 +798,7 @@ async fn call_with_retries(
                     .or(price)
                     .unwrap_or(aetherflow_domain::Price::FREE);
                 attempt.model = response.model.clone();
+                attempt.key_id.clone_from(&response.key_id);
                 attempt.usage = response.usage;
                 attempt.cost = response.usage.cost(&price);
                 if let Some(r) = reservation {

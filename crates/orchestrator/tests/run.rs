@@ -443,6 +443,7 @@ async fn truncated_answers_fail_the_step() {
         }
         async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
             Ok(ChatResponse {
+                key_id: None,
                 model: r.model.clone(),
                 text: "```python path=a.py\ndef half(".into(),
                 reasoning: None,
@@ -597,6 +598,7 @@ mod resilience {
         async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(ChatResponse {
+                key_id: None,
                 model: r.model.clone(),
                 text: "# Analysis\n\nok".into(),
                 reasoning: None,
@@ -721,6 +723,7 @@ mod fallback {
             match &self.fails_with {
                 Some(e) => Err(e.clone()),
                 None => Ok(ChatResponse {
+                    key_id: None,
                     model: r.model.clone(),
                     text: format!("# Analysis by {}", self.name),
                     reasoning: None,

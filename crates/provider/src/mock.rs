@@ -240,6 +240,7 @@ impl MockProvider {
                 .map(|m| m.content.len())
                 .sum::<usize>();
         Ok(ChatResponse {
+            key_id: None,
             model: if request.model.is_empty() {
                 MOCK_MODEL.to_owned()
             } else {

@@ -138,6 +138,9 @@ pub struct ChatResponse {
     pub finish_reason: FinishReason,
     /// Tokens consumed.
     pub usage: Usage,
+    /// Which key of the provider's pool was used (its id, never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// One piece of a streamed answer.
@@ -177,6 +180,7 @@ pub async fn collect_stream(
         message: "the stream ended before the model said why it stopped".into(),
     })?;
     Ok(ChatResponse {
+        key_id: None,
         model: model.into(),
         text,
         reasoning: (!reasoning.is_empty()).then_some(reasoning),

@@ -290,6 +290,7 @@ pub fn parse_response(data: &[u8], requested_model: &str) -> Result<ChatResponse
         finish = FinishReason::ToolCalls;
     }
     Ok(ChatResponse {
+        key_id: None,
         model: response
             .model_version
             .unwrap_or_else(|| requested_model.to_owned()),
@@ -398,7 +399,10 @@ impl Provider for Gemini {
             Err(e) => Err(e),
         };
         self.transport.report(&key, result.as_ref().map(|_| ()));
-        result
+        result.map(|mut r| {
+            r.key_id = key.map(|k| k.id().to_owned());
+            r
+        })
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {

@@ -318,6 +318,7 @@ pub fn parse_completion(body: &[u8], requested_model: &str) -> Result<ChatRespon
         .map(|u| u.normalise())
         .unwrap_or_default();
     Ok(ChatResponse {
+        key_id: None,
         model: completion
             .model
             .unwrap_or_else(|| requested_model.to_owned()),
@@ -431,7 +432,10 @@ impl Provider for OpenAiStyle {
             Err(e) => Err(e),
         };
         self.transport.report(&key, result.as_ref().map(|_| ()));
-        result
+        result.map(|mut r| {
+            r.key_id = key.map(|k| k.id().to_owned());
+            r
+        })
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
