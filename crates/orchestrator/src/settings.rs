@@ -81,6 +81,8 @@ pub struct ProviderSettings {
     pub total_timeout_ms: u64,
     /// Most calls in flight at once to this provider (0 = no limit).
     pub max_concurrency: usize,
+    /// Calls per minute per key, paced evenly on our side (0 = no limit).
+    pub requests_per_minute: u32,
 }
 
 impl Default for ProviderSettings {
@@ -92,6 +94,7 @@ impl Default for ProviderSettings {
             first_token_timeout_ms: 60_000,
             total_timeout_ms: 600_000,
             max_concurrency: 0,
+            requests_per_minute: 0,
         }
     }
 }

@@ -110,7 +110,10 @@ pub fn configured_providers_priced(
             "kimi" => &settings.kimi,
             _ => &settings.openai_compatible,
         };
-        let pool = keys.get(name).map(|k| KeyPool::new(name, k.to_vec()));
+        let pool = keys.get(name).map(|k| {
+            KeyPool::new(name, k.to_vec())
+                .map(|p| p.with_rate_limit(std::num::NonZeroU32::new(s.requests_per_minute)))
+        });
         let pool = match pool {
             Some(Ok(p)) => Some(Arc::new(p)),
             Some(Err(source)) => {

@@ -2,7 +2,8 @@
 //! rate-limited key rests until its reset, and the pool can be replaced at run time (key
 //! rotation) while calls in flight finish on the key they started with.
 
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aetherflow_provider::{ApiKey, ProviderError};
@@ -39,6 +40,15 @@ struct Slot {
     key: ApiKey,
     quarantined: Option<String>,
     resting_until: Option<Instant>,
+    pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
+}
+
+/// What one attempt to pick a key found.
+enum Pick {
+    Key(ApiKey),
+    /// Every usable key is paced by the client-side limit; the soonest is free after this.
+    Paced(Duration),
+    Fail(ProviderError),
 }
 
 struct PoolState {
@@ -50,6 +60,7 @@ struct PoolState {
 pub struct KeyPool {
     provider: String,
     state: Mutex<PoolState>,
+    requests_per_minute: Option<NonZeroU32>,
 }
 
 impl std::fmt::Debug for KeyPool {
@@ -85,10 +96,25 @@ impl KeyPool {
         Ok(KeyPool {
             provider: provider.to_owned(),
             state: Mutex::new(PoolState {
-                slots: keys.into_iter().map(Slot::fresh).collect(),
+                slots: keys.into_iter().map(|k| Slot::fresh(k, None)).collect(),
                 next: 0,
             }),
+            requests_per_minute: None,
         })
+    }
+
+    /// Paces each key to at most `requests_per_minute` calls, spread evenly (client-side, so
+    /// AetherFlow slows down before the provider answers 429).
+    pub fn with_rate_limit(mut self, requests_per_minute: Option<NonZeroU32>) -> Self {
+        self.requests_per_minute = requests_per_minute;
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for slot in &mut state.slots {
+            slot.pace = pacer(requests_per_minute);
+        }
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -125,11 +151,51 @@ impl KeyPool {
     }
 
     /// The next usable key, in turn. When none is usable the error says why: every key refused
-    /// (auth), or all resting (rate limited, with the shortest wait).
+    /// (auth), all resting (rate limited, with the shortest wait), or all paced by the
+    /// client-side limit (use [`KeyPool::acquire_paced`] to wait for one instead).
     pub fn acquire(&self) -> Result<ApiKey, ProviderError> {
+        match self.pick() {
+            Pick::Key(k) => Ok(k),
+            Pick::Paced(wait) => Err(ProviderError::RateLimited {
+                retry_after: Some(wait),
+                message: format!(
+                    "every key of {} is at its client-side rate limit",
+                    self.provider
+                ),
+            }),
+            Pick::Fail(e) => Err(e),
+        }
+    }
+
+    /// As [`KeyPool::acquire`], but waits (up to `max_wait`) for a key paced by the client-side
+    /// limit instead of failing.
+    pub async fn acquire_paced(&self, max_wait: Duration) -> Result<ApiKey, ProviderError> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            match self.pick() {
+                Pick::Key(k) => return Ok(k),
+                Pick::Fail(e) => return Err(e),
+                Pick::Paced(wait) => {
+                    if Instant::now() + wait > deadline {
+                        return Err(ProviderError::RateLimited {
+                            retry_after: Some(wait),
+                            message: format!(
+                                "every key of {} is at its client-side rate limit",
+                                self.provider
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn pick(&self) -> Pick {
         let now = Instant::now();
         let mut state = self.lock();
         let n = state.slots.len();
+        let mut paced: Option<Duration> = None;
         for offset in 0..n {
             let i = (state.next + offset) % n;
             let slot = &mut state.slots[i];
@@ -139,10 +205,22 @@ impl KeyPool {
             if slot.resting_until.is_some_and(|until| until > now) {
                 continue;
             }
+            if let Some(pace) = &slot.pace
+                && let Err(not_until) = pace.check()
+            {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                paced = Some(paced.map_or(wait, |p| p.min(wait)));
+                continue;
+            }
             slot.resting_until = None;
             let key = slot.key.clone();
             state.next = (i + 1) % n;
-            return Ok(key);
+            return Pick::Key(key);
+        }
+        if let Some(wait) = paced {
+            return Pick::Paced(wait);
         }
         let soonest = state
             .slots
@@ -150,15 +228,15 @@ impl KeyPool {
             .filter(|s| s.quarantined.is_none())
             .filter_map(|s| s.resting_until)
             .min();
-        match soonest {
-            Some(until) => Err(ProviderError::RateLimited {
+        Pick::Fail(match soonest {
+            Some(until) => ProviderError::RateLimited {
                 retry_after: Some(until.saturating_duration_since(now)),
                 message: format!(
                     "every key of {} is resting after a rate limit",
                     self.provider
                 ),
-            }),
-            None => Err(ProviderError::Auth {
+            },
+            None => ProviderError::Auth {
                 message: format!(
                     "every key of {} was refused (quarantined: {}); replace the keys and reload",
                     self.provider,
@@ -169,8 +247,8 @@ impl KeyPool {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            }),
-        }
+            },
+        })
     }
 
     /// Records how a call with `key_id` ended, so the next `acquire` avoids bad keys.
@@ -223,8 +301,9 @@ impl KeyPool {
                         key,
                         quarantined: previous.quarantined.clone(),
                         resting_until: previous.resting_until,
+                        pace: previous.pace.clone(),
                     },
-                    None => Slot::fresh(key),
+                    None => Slot::fresh(key, self.requests_per_minute),
                 },
             )
             .collect();
@@ -234,13 +313,25 @@ impl KeyPool {
 }
 
 impl Slot {
-    fn fresh(key: ApiKey) -> Self {
+    fn fresh(key: ApiKey, requests_per_minute: Option<NonZeroU32>) -> Self {
         Slot {
             key,
             quarantined: None,
             resting_until: None,
+            pace: pacer(requests_per_minute),
         }
     }
+}
+
+/// One call every `60 / rpm` seconds, no bursts.
+fn pacer(
+    requests_per_minute: Option<NonZeroU32>,
+) -> Option<Arc<governor::DefaultDirectRateLimiter>> {
+    requests_per_minute.map(|rpm| {
+        Arc::new(governor::RateLimiter::direct(
+            governor::Quota::per_minute(rpm).allow_burst(NonZeroU32::MIN),
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -314,6 +405,37 @@ mod tests {
         assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(pool.acquire().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_client_side_limit_paces_calls_instead_of_failing() {
+        // 1 200 a minute is one every 50 ms.
+        let pool = KeyPool::new("p", keys(1))
+            .expect("pool")
+            .with_rate_limit(NonZeroU32::new(1_200));
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            pool.acquire_paced(Duration::from_secs(5))
+                .await
+                .expect("key");
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(95),
+            "{:?}",
+            started.elapsed()
+        );
+        // Without waiting, the caller learns how long the pace asks for.
+        let err = pool.acquire().expect_err("paced");
+        assert!(
+            err.retry_after()
+                .is_some_and(|d| d <= Duration::from_millis(50)),
+            "{err:?}"
+        );
+        let err = pool
+            .acquire_paced(Duration::ZERO)
+            .await
+            .expect_err("no time to wait");
+        assert_eq!(err.kind(), "rate_limited");
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Transport {
         started: Instant,
     ) -> Result<Sent, ProviderError> {
         let key = match &self.keys {
-            Some(pool) => Some(pool.acquire()?),
+            Some(pool) => Some(pool.acquire_paced(self.remaining(started)).await?),
             None => None,
         };
         let mut request = self
