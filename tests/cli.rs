@@ -662,3 +662,46 @@ fn a_killed_run_leaves_a_readable_ledger() {
         "{totals}"
     );
 }
+
+#[test]
+fn a_day_cap_spent_by_earlier_runs_stops_the_next_one_before_any_call() {
+    let rt = runtime();
+    let answer = r#"{"model":"deepseek-v4-flash","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":1,"total_tokens":11}}"#;
+    let server = deepseek_mock(&rt, 200, answer);
+    let out = tempfile::tempdir().expect("out");
+    let now = chrono::Utc::now().to_rfc3339();
+    let earlier = format!(
+        r#"{{"at":"{now}","run_id":"r0","task_id":"t0","step_id":"s0","provider":"deepseek","model":"deepseek-v4-flash","usage":{{"input_tokens":1,"cached_input_tokens":0,"output_tokens":1,"reasoning_tokens":0}},"cost":999000,"outcome":"ok"}}"#
+    );
+    std::fs::write(out.path().join("ledger.jsonl"), format!("{earlier}\n")).expect("seed ledger");
+    let plan = example_plan();
+    let ws = example_workspace();
+    let o = bin()
+        .current_dir(out.path())
+        .env("DEEPSEEK_API_KEY", "sk-budget-000000000")
+        .env("AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL", server.uri())
+        .env("AETHERFLOW_BUDGET__DAY_USD", "1.00")
+        .args([
+            "run",
+            plan.to_str().expect("utf-8"),
+            "--workspace",
+            ws.to_str().expect("utf-8"),
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let report = read_json(&only_run_dir(out.path(), "todo-api-example").join("report.json"));
+    let reason = report["steps"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("budget for day"), "{reason}");
+    assert!(
+        rt.block_on(server.received_requests())
+            .expect("recording")
+            .is_empty(),
+        "no call was sent"
+    );
+}

@@ -16,7 +16,7 @@ use aetherflow_orchestrator::workspace::Workspace;
 use aetherflow_orchestrator::{EventSink, Orchestrator, Resilience, RunOptions, mock_provider_set};
 use aetherflow_provider::mock::{MockProvider, MockScript};
 use aetherflow_resilience::breaker::Breakers;
-use aetherflow_resilience::budget::Budgets;
+use aetherflow_resilience::budget::{Budgets, Scope};
 use aetherflow_resilience::ledger::CostLedger;
 
 /// The cost ledger's file name inside the output folder.
@@ -72,13 +72,15 @@ pub fn run(
         Some(text) => Some(Money::parse_usd(text).context("--budget")?),
         None => None,
     };
-    let out_dir = args.out.unwrap_or(settings.run.out_dir);
+    let out_dir = args.out.unwrap_or_else(|| settings.run.out_dir.clone());
     let ledger = CostLedger::open(&out_dir.join(LEDGER_FILE))?;
+    let budgets = Budgets::new();
+    seed_budgets(&budgets, &settings, &out_dir.join(LEDGER_FILE))?;
     let workspace = Workspace::open(&args.workspace, settings.context.limits())?;
     let orchestrator = Orchestrator::new(providers, workspace).with_resilience(Resilience {
         retry: settings.retry,
         breakers: Arc::new(Breakers::new(settings.breaker)),
-        budgets: Budgets::new(),
+        budgets,
         fallback: settings.fallback.clone(),
         ledger: Some(Arc::new(ledger)),
         provider_limits: setup::provider_limits(&settings.providers),
@@ -154,6 +156,51 @@ pub fn run(
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(1),
     })
+}
+
+/// Sets the day and month caps, with today's and this month's spend from the ledger.
+fn seed_budgets(
+    budgets: &Budgets,
+    settings: &Settings,
+    ledger: &std::path::Path,
+) -> anyhow::Result<()> {
+    let day = settings
+        .budget
+        .day_usd
+        .as_deref()
+        .map(Money::parse_usd)
+        .transpose()?;
+    let month = settings
+        .budget
+        .month_usd
+        .as_deref()
+        .map(Money::parse_usd)
+        .transpose()?;
+    if day.is_none() && month.is_none() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let today = now.format("%Y-%m-%d").to_string();
+    let this_month = now.format("%Y-%m").to_string();
+    let (records, _) = aetherflow_resilience::ledger::read_ledger(ledger)?;
+    let spent = |prefix: &str| -> Money {
+        records
+            .iter()
+            .filter(|r| r.at.format("%Y-%m-%d").to_string().starts_with(prefix))
+            .map(|r| r.cost)
+            .sum()
+    };
+    if let Some(cap) = day {
+        let scope = Scope::Day(today.clone());
+        budgets.seed(scope.clone(), spent(&today));
+        budgets.set_cap(scope, Some(cap));
+    }
+    if let Some(cap) = month {
+        let scope = Scope::Month(this_month.clone());
+        budgets.seed(scope.clone(), spent(&this_month));
+        budgets.set_cap(scope, Some(cap));
+    }
+    Ok(())
 }
 
 /// Ctrl-C (SIGINT) notifications, registered as soon as this is created.

@@ -207,6 +207,8 @@ impl Orchestrator {
         });
 
         let run_scope = Scope::Run(run_id.to_string());
+        let today = started_at.format("%Y-%m-%d").to_string();
+        let month = started_at.format("%Y-%m").to_string();
         if let Some(cap) = options.budget {
             self.resilience
                 .budgets
@@ -219,7 +221,7 @@ impl Orchestrator {
             retry: self.resilience.retry,
             breakers: Arc::clone(&self.resilience.breakers),
             budgets: self.resilience.budgets.clone(),
-            scopes: vec![run_scope],
+            scopes: vec![run_scope, Scope::Day(today), Scope::Month(month)],
             cache: self.resilience.cache.clone(),
             events: events.clone(),
             provider_limits: self.resilience.provider_limits.clone(),

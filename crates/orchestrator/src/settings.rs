@@ -39,6 +39,8 @@ pub struct Settings {
     pub fallback: aetherflow_resilience::fallback::FallbackPolicy,
     /// The response cache.
     pub cache: crate::cache::CacheSettings,
+    /// Caps across runs.
+    pub budget: BudgetSettings,
     /// Price overrides and additions, keyed `"provider/model"`.
     pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
 }
@@ -125,6 +127,17 @@ impl Default for RunSettings {
             budget_usd: None,
         }
     }
+}
+
+/// `[budget]`: caps on spend across runs (a run's own cap is `run.budget_usd`). Past spend is
+/// read from the cost ledger at start-up, so the caps hold across processes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Cap per UTC day, in US dollars (`"10"`).
+    pub day_usd: Option<String>,
+    /// Cap per UTC month, in US dollars.
+    pub month_usd: Option<String>,
 }
 
 /// `[context]`
@@ -327,6 +340,19 @@ impl Settings {
                 key: "fallback.chains",
                 message,
             });
+        }
+        for (key, value) in [
+            ("budget.day_usd", &self.budget.day_usd),
+            ("budget.month_usd", &self.budget.month_usd),
+        ] {
+            if let Some(v) = value
+                && let Err(e) = aetherflow_domain::Money::parse_usd(v)
+            {
+                return Err(SettingsError::Invalid {
+                    key,
+                    message: e.to_string(),
+                });
+            }
         }
         if self.retry.max_attempts == 0 {
             return Err(SettingsError::Invalid {

@@ -132,6 +132,12 @@ impl Budgets {
             .any(|s| ledger.accounts.get(s).is_some_and(|a| a.cap.is_some()))
     }
 
+    /// Records spend that happened before this process started (read from the cost ledger), so
+    /// day and month caps hold across processes.
+    pub fn seed(&self, scope: Scope, committed: Money) {
+        self.lock().accounts.entry(scope).or_default().committed = committed;
+    }
+
     /// Spend in `scope`.
     pub fn spend(&self, scope: &Scope) -> Spend {
         let a = self.lock().accounts.get(scope).copied().unwrap_or_default();
