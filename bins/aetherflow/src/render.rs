@@ -97,6 +97,14 @@ pub async fn render_events(mut rx: UnboundedReceiver<RunEvent>, output: Output, 
             } => {
                 format!("budget  {scope}: {threshold}% of {cap} spent ({spent})")
             }
+            RunEvent::UsageAlert {
+                provider,
+                kind,
+                current,
+                baseline,
+            } => {
+                format!("alert   {provider}: {kind} at {current:.3}, baseline {baseline:.3}")
+            }
             RunEvent::RunFinished { status, .. } => format!("run {}", serde_plain(status)),
         };
         match &bar {

@@ -15,6 +15,7 @@ use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
 use aetherflow_orchestrator::{EventSink, Orchestrator, Resilience, RunOptions, mock_provider_set};
 use aetherflow_provider::mock::{MockProvider, MockScript};
+use aetherflow_resilience::alerts::UsageMonitor;
 use aetherflow_resilience::breaker::Breakers;
 use aetherflow_resilience::budget::{Budgets, Scope};
 use aetherflow_resilience::ledger::CostLedger;
@@ -84,6 +85,7 @@ pub fn run(
         fallback: settings.fallback.clone(),
         ledger: Some(Arc::new(ledger)),
         provider_limits: setup::provider_limits(&settings.providers),
+        monitor: Some(Arc::new(UsageMonitor::new(settings.alerts.clone()))),
         cache: if args.no_cache {
             None
         } else {

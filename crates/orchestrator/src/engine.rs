@@ -25,6 +25,7 @@ use crate::prompt::{PromptInput, system_prompt, user_prompt};
 use crate::routing::{ProviderSet, Target};
 use crate::workspace::Workspace;
 use aetherflow_provider::FallbackClass;
+use aetherflow_resilience::alerts::{UsageAlert, UsageMonitor};
 use aetherflow_resilience::breaker::Breakers;
 use aetherflow_resilience::budget::{Budgets, Scope, worst_case_cost};
 use aetherflow_resilience::fallback::FallbackPolicy;
@@ -88,6 +89,7 @@ struct Shared {
     cache: Option<ResponseCache>,
     events: EventSink,
     provider_limits: ProviderLimits,
+    monitor: Option<Arc<UsageMonitor>>,
 }
 
 /// Output tokens assumed for the worst case when a request sets no limit.
@@ -110,6 +112,8 @@ pub struct Resilience {
     pub cache: Option<ResponseCache>,
     /// Most calls in flight per provider, across runs (providers not listed are unlimited).
     pub provider_limits: ProviderLimits,
+    /// Spend and error-rate spike detection, if on.
+    pub monitor: Option<Arc<UsageMonitor>>,
 }
 
 /// Per-provider concurrency limits, so AetherFlow slows itself down before a provider answers
@@ -225,6 +229,7 @@ impl Orchestrator {
             cache: self.resilience.cache.clone(),
             events: events.clone(),
             provider_limits: self.resilience.provider_limits.clone(),
+            monitor: self.resilience.monitor.clone(),
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -669,6 +674,29 @@ async fn execute(
     fail(report, reasons.join("; then "), clock)
 }
 
+/// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the
+/// background: an unreachable webhook never slows a run).
+fn raise_usage_alert(shared: &Shared, monitor: &UsageMonitor, alert: UsageAlert) {
+    tracing::warn!(provider = %alert.provider, kind = ?alert.kind, current = alert.current, baseline = alert.baseline, "usage anomaly");
+    let kind = match alert.kind {
+        aetherflow_resilience::alerts::AlertKind::Spend => "spend",
+        aetherflow_resilience::alerts::AlertKind::ErrorRate => "error_rate",
+    };
+    shared.events.emit(RunEvent::UsageAlert {
+        provider: alert.provider.clone(),
+        kind: kind.to_owned(),
+        current: alert.current,
+        baseline: alert.baseline,
+    });
+    if let Some(url) = monitor.policy().webhook_url.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = crate::webhook::post_alert(&url, &alert).await {
+                tracing::warn!(error = %e, "alert webhook failed");
+            }
+        });
+    }
+}
+
 /// Whether `step` may use the response cache (`context.cache: false` opts out).
 fn step_caches(shared: &Shared, step: &aetherflow_domain::StepId) -> bool {
     shared
@@ -775,6 +803,17 @@ async fn call_with_retries(
         let latency = call_clock.elapsed();
         drop(slot);
         shared.breakers.record(permit, result.as_ref().map(|_| ()));
+        if let Some(monitor) = &shared.monitor {
+            let cost = match &result {
+                Ok(r) => r
+                    .usage
+                    .cost(&price.unwrap_or(aetherflow_domain::Price::FREE)),
+                Err(_) => Money::ZERO,
+            };
+            for alert in monitor.observe(&target.name, cost, result.is_err()) {
+                raise_usage_alert(shared, monitor, alert);
+            }
+        }
         let mut attempt = Attempt {
             provider: target.name.clone(),
             model: target.entry.model.clone(),

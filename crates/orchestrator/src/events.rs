@@ -66,6 +66,17 @@ pub enum RunEvent {
         /// The cap.
         cap: Money,
     },
+    /// A provider's spend or error rate spiked above its baseline.
+    UsageAlert {
+        /// The provider.
+        provider: String,
+        /// `spend` or `error_rate`.
+        kind: String,
+        /// The value in the current window.
+        current: f64,
+        /// The baseline.
+        baseline: f64,
+    },
     /// The run ended; the report is written.
     RunFinished {
         /// The run.

@@ -41,6 +41,8 @@ pub struct Settings {
     pub cache: crate::cache::CacheSettings,
     /// Caps across runs.
     pub budget: BudgetSettings,
+    /// Usage anomaly alerts.
+    pub alerts: aetherflow_resilience::alerts::AlertPolicy,
     /// Price overrides and additions, keyed `"provider/model"`.
     pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
 }
@@ -353,6 +355,20 @@ impl Settings {
                     message: e.to_string(),
                 });
             }
+        }
+        if !(self.alerts.factor.is_finite() && self.alerts.factor >= 1.0) {
+            return Err(SettingsError::Invalid {
+                key: "alerts.factor",
+                message: format!("is {}: use a number of at least 1, e.g. 3", self.alerts.factor),
+            });
+        }
+        if let Some(url) = &self.alerts.webhook_url
+            && let Err(e) = crate::webhook::check_url(url)
+        {
+            return Err(SettingsError::Invalid {
+                key: "alerts.webhook_url",
+                message: e.to_string(),
+            });
         }
         if self.retry.max_attempts == 0 {
             return Err(SettingsError::Invalid {

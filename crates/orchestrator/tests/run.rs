@@ -938,3 +938,62 @@ mod cache {
         assert_eq!(recording.requests.lock().expect("lock").len(), 3);
     }
 }
+
+mod alerts {
+    use super::*;
+    use aetherflow_orchestrator::Resilience;
+    use aetherflow_resilience::alerts::{AlertPolicy, UsageMonitor};
+    use aetherflow_resilience::retry::RetryPolicy;
+
+    fn wide(n: usize) -> Arc<ValidPlan> {
+        let steps: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"id":"s{i}","description":"x{i}","type":"analysis"}}"#))
+            .collect();
+        plan(&format!(
+            r#"{{"task_id":"t","description":"d","steps":[{}]}}"#,
+            steps.join(",")
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_burst_after_a_quiet_window_raises_a_usage_alert() {
+        let monitor = Arc::new(UsageMonitor::new(AlertPolicy {
+            window_secs: 60,
+            min_calls: 3,
+            ..AlertPolicy::default()
+        }));
+        let resilience = Resilience {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            monitor: Some(monitor),
+            ..Resilience::default()
+        };
+        let (_d, ws) = workspace();
+        let healthy = Orchestrator::new(mock_provider_set(MockProvider::default()), ws)
+            .with_resilience(resilience.clone());
+        let (_, quiet) = run(&healthy, wide(5), &RunOptions::default()).await;
+        assert!(
+            !quiet
+                .iter()
+                .any(|e| matches!(e, RunEvent::UsageAlert { .. }))
+        );
+
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let (_d2, ws2) = workspace();
+        let failing = Orchestrator::new(
+            mock_provider_set(scripted(
+                "steps:\n  '*':\n    - error: server\n      times: 100\n",
+            )),
+            ws2,
+        )
+        .with_resilience(resilience);
+        let (_, events) = run(&failing, wide(5), &RunOptions::default()).await;
+        let alerts: Vec<&RunEvent> = events
+            .iter()
+            .filter(|e| matches!(e, RunEvent::UsageAlert { kind, .. } if kind == "error_rate"))
+            .collect();
+        assert_eq!(alerts.len(), 1, "{events:?}");
+    }
+}

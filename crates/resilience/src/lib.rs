@@ -19,9 +19,9 @@
 //! ```
 //!
 //! [`fallback`] orders the providers a step tries; [`ledger`] keeps an append-only record of
-//! every call's cost. Still to come with the resilience issue: client-side rate limits, the
-//! price file, the response cache and usage alerts.
+//! every call's cost; [`alerts`] watches spend and error rates for spikes.
 
+pub mod alerts;
 pub mod breaker;
 pub mod budget;
 pub mod fallback;
