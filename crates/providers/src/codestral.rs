@@ -13,7 +13,7 @@ use crate::config::AdapterConfig;
 use crate::errors::{Flavor, classify};
 use crate::http::ConfigError;
 use crate::openai::{Dialect, OpenAiStyle, parse_completion};
-use crate::wire::{AuthStyle, Sent, Transport};
+use crate::wire::{AuthStyle, Transport};
 
 /// The provider name.
 pub const NAME: &str = "codestral";
@@ -113,24 +113,17 @@ impl Codestral {
     pub async fn fim(&self, request: &FimRequest) -> Result<ChatResponse, ProviderError> {
         let started = Instant::now();
         let transport = self.chat.transport();
-        match transport
-            .post("/fim/completions", &fim_body(request), started)
-            .await?
-        {
-            Sent::Ok(response, key) => {
-                let result = match transport.read_body(response, started).await {
-                    Ok(body) => parse_completion(&body, &request.model),
-                    Err(e) => Err(e),
-                };
-                transport.report(&key, result.as_ref().map(|_| ()));
-                result
-            }
-            Sent::Failed(failure, key) => {
-                let error = classify(Flavor::Mistral, &request.model, &failure);
-                transport.report(&key, Err(&error));
-                Err(error)
-            }
-        }
+        let (response, key) = transport
+            .post_classified("/fim/completions", &fim_body(request), started, |failure| {
+                classify(Flavor::Mistral, &request.model, failure)
+            })
+            .await?;
+        let result = match transport.read_body(response, started).await {
+            Ok(body) => parse_completion(&body, &request.model),
+            Err(e) => Err(e),
+        };
+        transport.report(&key, result.as_ref().map(|_| ()));
+        result
     }
 }
 

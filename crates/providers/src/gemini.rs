@@ -19,7 +19,7 @@ use crate::config::AdapterConfig;
 use crate::errors::{Flavor, classify};
 use crate::http::ConfigError;
 use crate::prices::PriceTable;
-use crate::wire::{AuthStyle, Sent, Transport};
+use crate::wire::{AuthStyle, Transport};
 
 /// The provider name.
 pub const NAME: &str = "gemini";
@@ -365,14 +365,11 @@ impl Gemini {
         path: String,
         started: Instant,
     ) -> Result<(reqwest::Response, Option<aetherflow_provider::ApiKey>), ProviderError> {
-        match self.transport.post(&path, &body(request), started).await? {
-            Sent::Ok(response, key) => Ok((response, key)),
-            Sent::Failed(failure, key) => {
-                let error = classify(Flavor::Gemini, &request.model, &failure);
-                self.transport.report(&key, Err(&error));
-                Err(error)
-            }
-        }
+        self.transport
+            .post_classified(&path, &body(request), started, |failure| {
+                classify(Flavor::Gemini, &request.model, failure)
+            })
+            .await
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::errors::{Flavor, classify};
 use crate::prices::PriceTable;
-use crate::wire::{Sent, Transport};
+use crate::wire::Transport;
 
 /// What differs between OpenAI-style providers.
 #[derive(Debug, Clone)]
@@ -82,34 +82,12 @@ impl OpenAiStyle {
     ) -> Result<(reqwest::Response, Option<aetherflow_provider::ApiKey>), ProviderError> {
         let body = self.body(request, stream);
         tracing::debug!(provider = self.name, model = %request.model, stream, "sending chat request");
-        match self
-            .transport
-            .post(self.dialect.chat_path, &body, started)
-            .await?
-        {
-            Sent::Ok(response, key) => {
-                // A success can still say the budget is spent: rest the key until the reset.
-                if let (Some(wait), Some(k), Some(pool)) = (
-                    crate::errors::exhausted_until_reset(response.headers()),
-                    &key,
-                    &self.transport.keys,
-                ) {
-                    pool.rest(k.id(), wait);
-                }
-                Ok((response, key))
-            }
-            Sent::Failed(failure, key) => {
-                let error = classify(self.dialect.flavor, &request.model, &failure);
-                tracing::debug!(
-                    provider = self.name,
-                    status = failure.status,
-                    kind = error.kind(),
-                    "provider refused the request"
-                );
-                self.transport.report(&key, Err(&error));
-                Err(error)
-            }
-        }
+        let flavor = self.dialect.flavor;
+        self.transport
+            .post_classified(self.dialect.chat_path, &body, started, |failure| {
+                classify(flavor, &request.model, failure)
+            })
+            .await
     }
 }
 

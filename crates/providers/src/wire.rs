@@ -129,6 +129,51 @@ impl Transport {
         ))
     }
 
+    /// Sends like [`Transport::post`] and classifies a refusal with `classify`. A key refused
+    /// for auth or balance is quarantined and the request goes out again on the next key, as
+    /// long as one is left; a success whose rate-limit headers say the budget is spent rests
+    /// its key until the reset.
+    pub async fn post_classified(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        started: Instant,
+        classify: impl Fn(&HttpFailure) -> ProviderError,
+    ) -> Result<(reqwest::Response, Option<ApiKey>), ProviderError> {
+        let tries = self.keys.as_ref().map_or(1, |p| p.ids().len().max(1));
+        let mut last = None;
+        for _ in 0..tries {
+            match self.post(path, body, started).await? {
+                Sent::Ok(response, key) => {
+                    if let (Some(wait), Some(k), Some(pool)) = (
+                        crate::errors::exhausted_until_reset(response.headers()),
+                        &key,
+                        &self.keys,
+                    ) {
+                        pool.rest(k.id(), wait);
+                    }
+                    return Ok((response, key));
+                }
+                Sent::Failed(failure, key) => {
+                    let error = classify(&failure);
+                    tracing::debug!(provider = %self.provider, status = failure.status, kind = error.kind(), key = key.as_ref().map(|k| k.id()), "provider refused the request");
+                    self.report(&key, Err(&error));
+                    let key_problem = matches!(
+                        error,
+                        ProviderError::Auth { .. } | ProviderError::InsufficientBalance { .. }
+                    );
+                    if !key_problem || self.keys.is_none() {
+                        return Err(error);
+                    }
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ProviderError::Auth {
+            message: format!("no usable key for {}", self.provider),
+        }))
+    }
+
     /// Reads a whole 2xx body within the total deadline.
     pub async fn read_body(
         &self,

@@ -156,26 +156,29 @@ async fn errors_map_to_the_taxonomy_and_bad_keys_are_quarantined() {
         .await;
     let keys = pool("deepseek", &["sk-bad-key-000001", "sk-good-key-00002"]);
     let adapter = deepseek::adapter(config(&server, "", keys.clone())).expect("adapter");
+    // Key 1 is refused (401), so the same request goes out again on key 2, which is out of
+    // money (402): both end up quarantined and the error says why the last one failed.
     let first = adapter
         .chat(&request("deepseek-v4-flash"))
         .await
-        .expect_err("401");
-    assert_eq!(first.kind(), "auth");
-    let second = adapter
-        .chat(&request("deepseek-v4-flash"))
-        .await
-        .expect_err("402");
-    assert_eq!(second.kind(), "insufficient_balance");
-    // Both keys are now quarantined: no third HTTP call is made.
-    let third = adapter
+        .expect_err("both refused");
+    assert_eq!(first.kind(), "insufficient_balance");
+    let status = keys.status();
+    assert_eq!(status[0].quarantined.as_deref(), Some("auth"));
+    assert_eq!(
+        status[1].quarantined.as_deref(),
+        Some("insufficient_balance")
+    );
+    // Both keys are now quarantined: no further HTTP call is made.
+    let again = adapter
         .chat(&request("deepseek-v4-flash"))
         .await
         .expect_err("no key left");
     assert!(
-        third
+        again
             .to_string()
             .contains("every key of deepseek was refused"),
-        "{third}"
+        "{again}"
     );
     assert_eq!(
         server.received_requests().await.expect("recording").len(),
@@ -231,5 +234,39 @@ async fn reasoning_goes_back_on_later_assistant_turns() {
     assert_eq!(
         body["messages"][2]["reasoning_content"],
         "Japan's capital is Tokyo."
+    );
+}
+
+#[tokio::test]
+async fn a_refused_key_is_replaced_by_the_next_within_the_same_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer sk-revoked-0000001"))
+        .respond_with(ResponseTemplate::new(401).set_body_raw(
+            r#"{"error":{"message":"Authentication Fails (no such user)","type":"authentication_error","param":null,"code":"invalid_request_error"}}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer sk-working-000002"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(OK, "application/json"))
+        .mount(&server)
+        .await;
+    let keys = pool("deepseek", &["sk-revoked-0000001", "sk-working-000002"]);
+    let adapter = deepseek::adapter(config(&server, "", keys)).expect("adapter");
+    let r = adapter
+        .chat(&request("deepseek-v4-flash"))
+        .await
+        .expect("the second key answers");
+    assert_eq!(r.key_id.as_deref(), Some("deepseek#2"));
+    let r = adapter
+        .chat(&request("deepseek-v4-flash"))
+        .await
+        .expect("still the second key");
+    assert_eq!(r.key_id.as_deref(), Some("deepseek#2"));
+    assert_eq!(
+        server.received_requests().await.expect("recording").len(),
+        3
     );
 }
