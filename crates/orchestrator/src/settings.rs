@@ -359,7 +359,10 @@ impl Settings {
         if !(self.alerts.factor.is_finite() && self.alerts.factor >= 1.0) {
             return Err(SettingsError::Invalid {
                 key: "alerts.factor",
-                message: format!("is {}: use a number of at least 1, e.g. 3", self.alerts.factor),
+                message: format!(
+                    "is {}: use a number of at least 1, e.g. 3",
+                    self.alerts.factor
+                ),
             });
         }
         if let Some(url) = &self.alerts.webhook_url
