@@ -4,6 +4,7 @@
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
+use aetherflow_providers::wire::ChunkFold;
 use aetherflow_providers::{gemini, openai};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 

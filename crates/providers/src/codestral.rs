@@ -12,8 +12,7 @@ use tokio::time::Instant;
 use crate::config::AdapterConfig;
 use crate::errors::{Flavor, classify};
 use crate::http::ConfigError;
-use crate::openai::{Dialect, OpenAiStyle, parse_completion};
-use crate::wire::{AuthStyle, Transport};
+use crate::openai::{Dialect, OpenAiStyle, keyed_adapter, parse_completion};
 
 /// The provider name.
 pub const NAME: &str = "codestral";
@@ -66,18 +65,8 @@ pub struct Codestral {
 
 /// A Codestral adapter.
 pub fn adapter(config: AdapterConfig) -> Result<Codestral, ConfigError> {
-    let prices = config.price_table();
-    let transport = Transport::new(
-        NAME,
-        config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
-        config.timeouts,
-        Some(config.keys.ok_or(ConfigError::NoKey {
-            provider: NAME.into(),
-        })?),
-        AuthStyle::Bearer,
-    )?;
     Ok(Codestral {
-        chat: OpenAiStyle::new(NAME, dialect(), transport, prices),
+        chat: keyed_adapter(NAME, DEFAULT_BASE_URL, dialect(), config)?,
     })
 }
 

@@ -10,7 +10,6 @@ use aetherflow_provider::{
     ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role, StreamEvent,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -19,7 +18,7 @@ use crate::config::AdapterConfig;
 use crate::errors::{Flavor, classify};
 use crate::http::ConfigError;
 use crate::prices::PriceTable;
-use crate::wire::{AuthStyle, Transport};
+use crate::wire::{AuthStyle, ChunkFold, Transport, fold_stream};
 
 /// The provider name.
 pub const NAME: &str = "gemini";
@@ -309,9 +308,9 @@ pub struct ChunkFolder {
     called: bool,
 }
 
-impl ChunkFolder {
+impl ChunkFold for ChunkFolder {
     /// The events of one `data:` payload.
-    pub fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+    fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
         let response = decode(data.as_bytes())?;
         check(&response)?;
         if let Some(u) = response.usage_metadata {
@@ -337,7 +336,7 @@ impl ChunkFolder {
 
     /// Usage once, then the finish reason; the stream has no `[DONE]`, so a missing finish
     /// reason means the connection closed early.
-    pub fn finish(self) -> Result<Vec<StreamEvent>, ProviderError> {
+    fn finish(self) -> Result<Vec<StreamEvent>, ProviderError> {
         let Some((mut finish, raw)) = self.finish else {
             return Err(ProviderError::Transport {
                 message: "the Gemini stream closed before a finish reason".into(),
@@ -409,38 +408,13 @@ impl Provider for Gemini {
             model_path(&request.model)?
         );
         let (response, key) = self.send(request, path, started).await?;
-        let mut data = self.transport.sse_data(response, started);
-        let transport = Arc::clone(&self.transport);
-        Ok(Box::pin(async_stream::stream! {
-            let mut folder = ChunkFolder::default();
-            let mut failed = None;
-            while let Some(item) = data.next().await {
-                match item.and_then(|d| folder.push(&d)) {
-                    Ok(events) => {
-                        for e in events {
-                            yield Ok(e);
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            let closing = match failed {
-                Some(e) => Err(e),
-                None => folder.finish(),
-            };
-            transport.report(&key, closing.as_ref().map(|_| ()));
-            match closing {
-                Ok(events) => {
-                    for e in events {
-                        yield Ok(e);
-                    }
-                }
-                Err(e) => yield Err(e),
-            }
-        }))
+        Ok(fold_stream(
+            Arc::clone(&self.transport),
+            response,
+            key,
+            started,
+            ChunkFolder::default(),
+        ))
     }
 }
 

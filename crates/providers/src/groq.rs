@@ -4,8 +4,7 @@
 use crate::config::AdapterConfig;
 use crate::errors::Flavor;
 use crate::http::ConfigError;
-use crate::openai::{Dialect, OpenAiStyle};
-use crate::wire::{AuthStyle, Transport};
+use crate::openai::{Dialect, OpenAiStyle, keyed_adapter};
 
 /// The provider name.
 pub const NAME: &str = "groq";
@@ -29,15 +28,5 @@ pub fn dialect() -> Dialect {
 
 /// A Groq adapter.
 pub fn adapter(config: AdapterConfig) -> Result<OpenAiStyle, ConfigError> {
-    let prices = config.price_table();
-    let transport = Transport::new(
-        NAME,
-        config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
-        config.timeouts,
-        Some(config.keys.ok_or(ConfigError::NoKey {
-            provider: NAME.into(),
-        })?),
-        AuthStyle::Bearer,
-    )?;
-    Ok(OpenAiStyle::new(NAME, dialect(), transport, prices))
+    keyed_adapter(NAME, DEFAULT_BASE_URL, dialect(), config)
 }

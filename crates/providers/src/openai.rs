@@ -9,14 +9,13 @@ use aetherflow_provider::{
     ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role, StreamEvent,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::errors::{Flavor, classify};
 use crate::prices::PriceTable;
-use crate::wire::Transport;
+use crate::wire::{ChunkFold, Transport, fold_stream};
 
 /// What differs between OpenAI-style providers.
 #[derive(Debug, Clone)]
@@ -89,6 +88,28 @@ impl OpenAiStyle {
             })
             .await
     }
+}
+
+/// An adapter for a keyed OpenAI-style provider: `config`'s base URL (or `default_base`), its
+/// key pool (required) and its price table.
+pub fn keyed_adapter(
+    name: &'static str,
+    default_base: &str,
+    dialect: Dialect,
+    config: crate::config::AdapterConfig,
+) -> Result<OpenAiStyle, crate::http::ConfigError> {
+    let prices = config.price_table();
+    let keys = config.keys.ok_or(crate::http::ConfigError::NoKey {
+        provider: name.into(),
+    })?;
+    let transport = Transport::new(
+        name,
+        config.base_url.as_deref().unwrap_or(default_base),
+        config.timeouts,
+        Some(keys),
+        crate::wire::AuthStyle::Bearer,
+    )?;
+    Ok(OpenAiStyle::new(name, dialect, transport, prices))
 }
 
 /// Builds the JSON body: only fields this dialect accepts, under the names it expects.
@@ -314,9 +335,9 @@ pub struct ChunkFolder {
     finish: Option<(FinishReason, String)>,
 }
 
-impl ChunkFolder {
+impl ChunkFold for ChunkFolder {
     /// The events one `data:` payload yields (`[DONE]` yields none).
-    pub fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+    fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
         if data.trim() == "[DONE]" {
             return Ok(Vec::new());
         }
@@ -368,7 +389,7 @@ impl ChunkFolder {
     }
 
     /// The closing events once the stream ended: usage once, then the finish reason.
-    pub fn finish(self) -> Result<Vec<StreamEvent>, ProviderError> {
+    fn finish(self) -> Result<Vec<StreamEvent>, ProviderError> {
         let Some((finish, raw)) = self.finish else {
             return Err(ProviderError::Decode {
                 message: "the stream ended without a finish reason".into(),
@@ -419,38 +440,13 @@ impl Provider for OpenAiStyle {
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let started = Instant::now();
         let (response, key) = self.send(request, true, started).await?;
-        let mut data = self.transport.sse_data(response, started);
-        let transport = Arc::clone(&self.transport);
-        Ok(Box::pin(async_stream::stream! {
-            let mut folder = ChunkFolder::default();
-            let mut failed = None;
-            while let Some(item) = data.next().await {
-                match item.and_then(|d| folder.push(&d)) {
-                    Ok(events) => {
-                        for e in events {
-                            yield Ok(e);
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            let closing = match failed {
-                Some(e) => Err(e),
-                None => folder.finish(),
-            };
-            transport.report(&key, closing.as_ref().map(|_| ()));
-            match closing {
-                Ok(events) => {
-                    for e in events {
-                        yield Ok(e);
-                    }
-                }
-                Err(e) => yield Err(e),
-            }
-        }))
+        Ok(fold_stream(
+            Arc::clone(&self.transport),
+            response,
+            key,
+            started,
+            ChunkFolder::default(),
+        ))
     }
 }
 

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use aetherflow_provider::{ApiKey, ProviderError, TimeoutPhase};
+use aetherflow_provider::{ApiKey, ChatStream, ProviderError, StreamEvent, TimeoutPhase};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
@@ -14,6 +14,55 @@ use url::Url;
 
 use crate::http::{self, ConfigError, Timeouts};
 use crate::keys::{KeyPool, redact};
+
+/// Turns `data:` payloads of one provider's stream into events.
+pub trait ChunkFold: Send + 'static {
+    /// The events of one payload.
+    fn push(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError>;
+    /// The closing events once the stream ended (usage once, then the finish reason).
+    fn finish(self) -> Result<Vec<StreamEvent>, ProviderError>;
+}
+
+/// The event stream of a 2xx streaming response: payloads folded by `folder`, the first error
+/// ends the stream, and the key pool learns how the call ended.
+pub fn fold_stream<F: ChunkFold>(
+    transport: Arc<Transport>,
+    response: reqwest::Response,
+    key: Option<ApiKey>,
+    started: Instant,
+    mut folder: F,
+) -> ChatStream {
+    let mut data = transport.sse_data(response, started);
+    Box::pin(async_stream::stream! {
+        let mut failed = None;
+        while let Some(item) = data.next().await {
+            match item.and_then(|d| folder.push(&d)) {
+                Ok(events) => {
+                    for e in events {
+                        yield Ok(e);
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let closing = match failed {
+            Some(e) => Err(e),
+            None => folder.finish(),
+        };
+        transport.report(&key, closing.as_ref().map(|_| ()));
+        match closing {
+            Ok(events) => {
+                for e in events {
+                    yield Ok(e);
+                }
+            }
+            Err(e) => yield Err(e),
+        }
+    })
+}
 
 /// How the key is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
