@@ -33,6 +33,7 @@ pub mod prompt;
 pub mod routing;
 pub mod settings;
 pub mod setup;
+pub mod streaming;
 pub mod webhook;
 pub mod workspace;
 
