@@ -705,3 +705,55 @@ fn a_day_cap_spent_by_earlier_runs_stops_the_next_one_before_any_call() {
         "no call was sent"
     );
 }
+
+#[test]
+fn scan_blocks_unsafe_code_and_passes_safe_code() {
+    let dir = tempfile::tempdir().expect("dir");
+    let src = dir.path().join("pkg");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(
+        src.join("good.py"),
+        "import json\n\nprint(json.dumps({'ok': True}))\n",
+    )
+    .expect("write");
+    let o = run_in(dir.path(), &["scan", src.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+
+    std::fs::write(
+        src.join("bad.py"),
+        "import subprocess\nsubprocess.call('ls ' + user_input, shell=True)\n",
+    )
+    .expect("write");
+    let o = run_in(
+        dir.path(),
+        &["scan", src.to_str().expect("utf-8"), "--format", "json"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bandit JSON");
+    let ids: Vec<&str> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["test_id"].as_str())
+        .collect();
+    assert!(ids.contains(&"B602"), "{ids:?}");
+    assert!(
+        ids.contains(&"AF001"),
+        "subprocess is not on the default allow-list: {ids:?}"
+    );
+
+    let o = run_in(
+        dir.path(),
+        &[
+            "scan",
+            src.join("bad.py").to_str().expect("utf-8"),
+            "--format",
+            "sarif",
+        ],
+    );
+    let sarif: serde_json::Value = serde_json::from_slice(&o.stdout).expect("SARIF");
+    assert_eq!(sarif["version"], "2.1.0");
+
+    let o = run_in(dir.path(), &["scan", "missing-folder"]);
+    assert_eq!(o.status.code(), Some(2));
+}

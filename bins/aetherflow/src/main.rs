@@ -8,6 +8,7 @@ mod plan_cmd;
 mod providers_cmd;
 mod render;
 mod run_cmd;
+mod scan_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,38 @@ enum Command {
     Providers(ProvidersCommand),
     /// Spend recorded in the cost ledger.
     Costs(CostsArgs),
+    /// Check Python files with the code-safety gate (imports, bandit rules, sandbox escapes).
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScanArgs {
+    /// Files or folders (folders are searched for .py files).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ScanFormat,
+    /// Block on bandit findings of at least this severity (default: the policy's, high).
+    #[arg(long, value_enum)]
+    fail_on: Option<SeverityArg>,
+    /// A policy file (TOML, or YAML with a .yaml/.yml extension).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScanFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SeverityArg {
+    Low,
+    Medium,
+    High,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +220,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             providers_cmd::list(&settings, &environment, json)
         }
         Command::Costs(args) => costs_cmd::costs(&args, &settings),
+        Command::Scan(args) => scan_cmd::scan(&args),
         Command::Providers(ProvidersCommand::Check { providers }) => {
             providers_cmd::check(&settings, &environment, &providers)
         }
