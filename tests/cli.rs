@@ -175,6 +175,26 @@ fn runs_online_against_a_configured_provider() {
     let requests = rt.block_on(server.received_requests()).expect("recording");
     assert_eq!(requests.len(), 5);
 
+    // The breakers the run used are in its report, and `providers status` shows them.
+    assert_eq!(report["breakers"][0]["provider"], "deepseek");
+    assert_eq!(report["breakers"][0]["state"], "closed");
+    let o = bin()
+        .current_dir(out.path())
+        .env("DEEPSEEK_API_KEY", "sk-online-test-000000")
+        .args([
+            "providers",
+            "status",
+            "--json",
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(status["breakers"][0]["calls"], 5);
+    assert_eq!(status["providers"][0]["keys"][0]["key"], "sk-o***0000");
+
     // Every call is in the cost ledger, and `costs` adds it up.
     let o = bin()
         .current_dir(out.path())

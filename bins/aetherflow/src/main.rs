@@ -117,6 +117,16 @@ enum ProvidersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Key pools and circuit breakers: live keys from configuration, breakers as the latest run
+    /// in the output folder left them.
+    Status {
+        /// The output folder (default: run.out_dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A minimal live call to each configured provider.
     Check {
         /// Only these providers (default: all configured).
@@ -221,6 +231,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Costs(args) => costs_cmd::costs(&args, &settings),
         Command::Scan(args) => scan_cmd::scan(&args),
+        Command::Providers(ProvidersCommand::Status { out, json }) => {
+            providers_cmd::status(&settings, &environment, out.as_deref(), json)
+        }
         Command::Providers(ProvidersCommand::Check { providers }) => {
             providers_cmd::check(&settings, &environment, &providers)
         }

@@ -140,3 +140,78 @@ pub fn check(settings: &Settings, env: &Environment, only: &[String]) -> anyhow:
         ExitCode::from(1)
     })
 }
+
+/// The newest `report.json` under `<out>/<task>/<run>/`, by modification time.
+fn latest_report(
+    out: &std::path::Path,
+) -> Option<(std::path::PathBuf, aetherflow_domain::run::RunReport)> {
+    let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for task in std::fs::read_dir(out).ok()?.flatten() {
+        let Ok(runs) = std::fs::read_dir(task.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let path = run.path().join("report.json");
+            if let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+            {
+                newest = Some((modified, path));
+            }
+        }
+    }
+    let (_, path) = newest?;
+    let report = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    Some((path, report))
+}
+
+pub fn status(
+    settings: &Settings,
+    env: &Environment,
+    out: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let providers = configured(settings, env)?;
+    let out = out.map_or_else(
+        || settings.run.out_dir.clone(),
+        std::path::Path::to_path_buf,
+    );
+    let latest = latest_report(&out);
+    if json {
+        let value = json!({
+            "providers": providers.iter().map(|p| json!({
+                "name": p.name,
+                "model": p.entry.model,
+                "keys": p.keys.as_ref().map(|k| k.status().iter().map(|s| json!({"id": s.id, "key": s.masked, "quarantined": s.quarantined})).collect::<Vec<_>>()).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
+            "breakers": latest.as_ref().map(|(_, r)| r.breakers.clone()).unwrap_or_default(),
+            "from_report": latest.as_ref().map(|(p, _)| p.display().to_string()),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &providers {
+        let keys = p.keys.as_ref().map_or(0, |k| k.ids().len());
+        println!("{} ({}): {keys} key(s)", p.name, p.entry.model);
+    }
+    match latest {
+        Some((path, report)) if !report.breakers.is_empty() => {
+            let mut table = Table::new();
+            table
+                .load_preset(UTF8_FULL_CONDENSED)
+                .set_header(["provider", "model", "breaker", "calls", "failures"]);
+            for b in &report.breakers {
+                table.add_row([
+                    b.provider.clone(),
+                    b.model.clone(),
+                    b.state.clone(),
+                    b.calls.to_string(),
+                    b.failures.to_string(),
+                ]);
+            }
+            println!("{table}");
+            println!("breakers as the latest run left them ({})", path.display());
+        }
+        _ => println!("no run in {} has used a provider yet", out.display()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -247,6 +247,24 @@ pub struct RunReport {
     /// Top-level plan keys outside the format (`success_criteria`, …), kept verbatim.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub plan_extra: serde_json::Map<String, Value>,
+    /// Circuit breakers of the providers this run used, as they stood at its end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerSnapshot>,
+}
+
+/// A circuit breaker's state at a point in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerSnapshot {
+    /// The provider.
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Calls in the breaker's current window.
+    pub calls: usize,
+    /// Failures in the breaker's current window.
+    pub failures: usize,
 }
 
 impl RunReport {

@@ -394,6 +394,24 @@ impl Orchestrator {
             warnings: plan.warnings().to_vec(),
             metadata: plan.plan().metadata.clone().into_iter().collect(),
             plan_extra: plan.plan().extra.clone().into_iter().collect(),
+            breakers: self
+                .resilience
+                .breakers
+                .status()
+                .into_iter()
+                .map(|b| aetherflow_domain::run::BreakerSnapshot {
+                    provider: b.provider,
+                    model: b.model,
+                    state: match b.state {
+                        aetherflow_resilience::breaker::BreakerState::Closed => "closed",
+                        aetherflow_resilience::breaker::BreakerState::Open => "open",
+                        aetherflow_resilience::breaker::BreakerState::HalfOpen => "half_open",
+                    }
+                    .to_owned(),
+                    calls: b.calls,
+                    failures: b.failures,
+                })
+                .collect(),
         };
         if let Some(dir) = &run_dir {
             dir.write_report(&report).await?;
