@@ -538,3 +538,54 @@ async fn budget_exhaustion_mid_plan_fails_the_rest_with_the_reason() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_connect_timeout_is_typed_and_retried() {
+    // A listener whose accept queue is full drops new SYNs, so connecting hangs until the
+    // connect deadline: a real connect timeout on loopback.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let address = socket.local_addr().expect("addr");
+    let _listener = socket.listen(1).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let report = run(
+        only(
+            deepseek_at(&format!("http://{address}"), &["sk-1-00000000"]),
+            "deepseek",
+            "deepseek-v4-flash",
+        ),
+        quick_retries(),
+        plan(1),
+        None,
+    )
+    .await;
+    let s = &report.steps[0];
+    assert_eq!(s.status, StepStatus::Failed);
+    assert_eq!(s.attempts.len(), 3, "{:?}", s.attempts);
+    let kinds: Vec<&str> = s
+        .attempts
+        .iter()
+        .filter_map(|a| a.error.as_ref().map(|e| e.kind.as_str()))
+        .collect();
+    assert!(kinds.iter().all(|k| *k == "timeout"), "{kinds:?}");
+    assert!(
+        s.attempts[0]
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("connect")),
+        "{:?}",
+        s.attempts[0].error
+    );
+}
