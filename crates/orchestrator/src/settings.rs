@@ -87,6 +87,8 @@ pub struct ProviderSettings {
     pub max_concurrency: usize,
     /// Calls per minute per key, paced evenly on our side (0 = no limit).
     pub requests_per_minute: u32,
+    /// Prompt tokens per minute per key, estimated on our side (0 = no limit).
+    pub tokens_per_minute: u32,
 }
 
 impl Default for ProviderSettings {
@@ -99,6 +101,7 @@ impl Default for ProviderSettings {
             total_timeout_ms: 600_000,
             max_concurrency: 0,
             requests_per_minute: 0,
+            tokens_per_minute: 0,
         }
     }
 }

@@ -111,8 +111,10 @@ pub fn configured_providers_priced(
             _ => &settings.openai_compatible,
         };
         let pool = keys.get(name).map(|k| {
-            KeyPool::new(name, k.to_vec())
-                .map(|p| p.with_rate_limit(std::num::NonZeroU32::new(s.requests_per_minute)))
+            KeyPool::new(name, k.to_vec()).map(|p| {
+                p.with_rate_limit(std::num::NonZeroU32::new(s.requests_per_minute))
+                    .with_token_limit(std::num::NonZeroU32::new(s.tokens_per_minute))
+            })
         });
         let pool = match pool {
             Some(Ok(p)) => Some(Arc::new(p)),

@@ -41,6 +41,7 @@ struct Slot {
     quarantined: Option<String>,
     resting_until: Option<Instant>,
     pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    tokens: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
 
 /// What one attempt to pick a key found.
@@ -61,6 +62,7 @@ pub struct KeyPool {
     provider: String,
     state: Mutex<PoolState>,
     requests_per_minute: Option<NonZeroU32>,
+    tokens_per_minute: Option<NonZeroU32>,
 }
 
 impl std::fmt::Debug for KeyPool {
@@ -100,6 +102,7 @@ impl KeyPool {
                 next: 0,
             }),
             requests_per_minute: None,
+            tokens_per_minute: None,
         })
     }
 
@@ -150,11 +153,25 @@ impl KeyPool {
             .collect()
     }
 
+    /// Limits each key to about `tokens_per_minute` prompt tokens (estimated by the caller),
+    /// so a burst of large requests waits on our side instead of earning 429s.
+    pub fn with_token_limit(mut self, tokens_per_minute: Option<NonZeroU32>) -> Self {
+        self.tokens_per_minute = tokens_per_minute;
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for slot in &mut state.slots {
+            slot.tokens = token_bucket(tokens_per_minute);
+        }
+        self
+    }
+
     /// The next usable key, in turn. When none is usable the error says why: every key refused
     /// (auth), all resting (rate limited, with the shortest wait), or all paced by the
     /// client-side limit (use [`KeyPool::acquire_paced`] to wait for one instead).
     pub fn acquire(&self) -> Result<ApiKey, ProviderError> {
-        match self.pick() {
+        match self.pick(0) {
             Pick::Key(k) => Ok(k),
             Pick::Paced(wait) => Err(ProviderError::RateLimited {
                 retry_after: Some(wait),
@@ -169,10 +186,14 @@ impl KeyPool {
 
     /// As [`KeyPool::acquire`], but waits (up to `max_wait`) for a key paced by the client-side
     /// limit instead of failing.
-    pub async fn acquire_paced(&self, max_wait: Duration) -> Result<ApiKey, ProviderError> {
+    pub async fn acquire_paced(
+        &self,
+        max_wait: Duration,
+        tokens: u32,
+    ) -> Result<ApiKey, ProviderError> {
         let deadline = Instant::now() + max_wait;
         loop {
-            match self.pick() {
+            match self.pick(tokens) {
                 Pick::Key(k) => return Ok(k),
                 Pick::Fail(e) => return Err(e),
                 Pick::Paced(wait) => {
@@ -191,7 +212,7 @@ impl KeyPool {
         }
     }
 
-    fn pick(&self) -> Pick {
+    fn pick(&self, tokens: u32) -> Pick {
         let now = Instant::now();
         let mut state = self.lock();
         let n = state.slots.len();
@@ -203,6 +224,17 @@ impl KeyPool {
                 continue;
             }
             if slot.resting_until.is_some_and(|until| until > now) {
+                continue;
+            }
+            // A request larger than a whole minute's budget cannot ever fit: let the provider
+            // judge it (it answers 413 or similar) rather than wait forever.
+            if let (Some(bucket), Some(n)) = (&slot.tokens, NonZeroU32::new(tokens))
+                && let Ok(Err(not_until)) = bucket.check_n(n)
+            {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                paced = Some(paced.map_or(wait, |p| p.min(wait)));
                 continue;
             }
             if let Some(pace) = &slot.pace
@@ -302,8 +334,13 @@ impl KeyPool {
                         quarantined: previous.quarantined.clone(),
                         resting_until: previous.resting_until,
                         pace: previous.pace.clone(),
+                        tokens: previous.tokens.clone(),
                     },
-                    None => Slot::fresh(key, self.requests_per_minute),
+                    None => {
+                        let mut slot = Slot::fresh(key, self.requests_per_minute);
+                        slot.tokens = token_bucket(self.tokens_per_minute);
+                        slot
+                    }
                 },
             )
             .collect();
@@ -319,8 +356,20 @@ impl Slot {
             quarantined: None,
             resting_until: None,
             pace: pacer(requests_per_minute),
+            tokens: None,
         }
     }
+}
+
+/// A minute's worth of tokens, refilled continuously.
+fn token_bucket(
+    tokens_per_minute: Option<NonZeroU32>,
+) -> Option<Arc<governor::DefaultDirectRateLimiter>> {
+    tokens_per_minute.map(|tpm| {
+        Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
+            tpm,
+        )))
+    })
 }
 
 /// One call every `60 / rpm` seconds, no bursts.
@@ -415,7 +464,7 @@ mod tests {
             .with_rate_limit(NonZeroU32::new(1_200));
         let started = std::time::Instant::now();
         for _ in 0..3 {
-            pool.acquire_paced(Duration::from_secs(5))
+            pool.acquire_paced(Duration::from_secs(5), 0)
                 .await
                 .expect("key");
         }
@@ -432,10 +481,38 @@ mod tests {
             "{err:?}"
         );
         let err = pool
-            .acquire_paced(Duration::ZERO)
+            .acquire_paced(Duration::ZERO, 0)
             .await
             .expect_err("no time to wait");
         assert_eq!(err.kind(), "rate_limited");
+    }
+
+    #[tokio::test]
+    async fn a_token_budget_makes_large_requests_wait() {
+        // 60 000 tokens a minute refill 1 000 tokens every second.
+        let pool = KeyPool::new("p", keys(1))
+            .expect("pool")
+            .with_token_limit(NonZeroU32::new(60_000));
+        pool.acquire_paced(Duration::from_secs(5), 59_500)
+            .await
+            .expect("fits the burst");
+        let err = pool
+            .acquire_paced(Duration::ZERO, 2_000)
+            .await
+            .expect_err("budget spent");
+        let wait = err.retry_after().expect("a wait");
+        assert!(
+            wait > Duration::from_millis(1_000) && wait <= Duration::from_millis(1_600),
+            "{wait:?}"
+        );
+        // Small requests still fit in what is left.
+        pool.acquire_paced(Duration::ZERO, 400)
+            .await
+            .expect("small request");
+        // Larger than a whole minute's budget: never waits forever, the provider decides.
+        pool.acquire_paced(Duration::ZERO, 100_000)
+            .await
+            .expect("passed through");
     }
 
     #[test]

@@ -136,14 +136,20 @@ impl Transport {
         body: &serde_json::Value,
         started: Instant,
     ) -> Result<Sent, ProviderError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ProviderError::InvalidRequest {
+            message: format!("the request could not be encoded: {e}"),
+        })?;
+        // About four bytes a token: enough to keep a per-minute token budget.
+        let tokens = u32::try_from(bytes.len() / 4).unwrap_or(u32::MAX);
         let key = match &self.keys {
-            Some(pool) => Some(pool.acquire_paced(self.remaining(started)).await?),
+            Some(pool) => Some(pool.acquire_paced(self.remaining(started), tokens).await?),
             None => None,
         };
         let mut request = self
             .client
             .post(http::endpoint(&self.base, path))
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
             .timeout(self.timeouts.total);
         if let Some(key) = &key {
             request = match self.auth {
