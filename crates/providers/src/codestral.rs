@@ -107,12 +107,11 @@ impl Codestral {
                 classify(Flavor::Mistral, &request.model, failure)
             })
             .await?;
-        let result = match transport.read_body(response, started).await {
-            Ok(body) => parse_completion(&body, &request.model),
-            Err(e) => Err(e),
-        };
-        transport.report(&key, result.as_ref().map(|_| ()));
-        result
+        transport
+            .finish_answer(response, key, started, |body| {
+                parse_completion(body, &request.model)
+            })
+            .await
     }
 }
 

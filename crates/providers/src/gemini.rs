@@ -390,15 +390,11 @@ impl Provider for Gemini {
         let started = Instant::now();
         let path = format!("{}:generateContent", model_path(&request.model)?);
         let (response, key) = self.send(request, path, started).await?;
-        let result = match self.transport.read_body(response, started).await {
-            Ok(data) => parse_response(&data, &request.model),
-            Err(e) => Err(e),
-        };
-        self.transport.report(&key, result.as_ref().map(|_| ()));
-        result.map(|mut r| {
-            r.key_id = key.map(|k| k.id().to_owned());
-            r
-        })
+        self.transport
+            .finish_answer(response, key, started, |data| {
+                parse_response(data, &request.model)
+            })
+            .await
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {

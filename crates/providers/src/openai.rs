@@ -426,15 +426,11 @@ impl Provider for OpenAiStyle {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let started = Instant::now();
         let (response, key) = self.send(request, false, started).await?;
-        let result = match self.transport.read_body(response, started).await {
-            Ok(body) => parse_completion(&body, &request.model),
-            Err(e) => Err(e),
-        };
-        self.transport.report(&key, result.as_ref().map(|_| ()));
-        result.map(|mut r| {
-            r.key_id = key.map(|k| k.id().to_owned());
-            r
-        })
+        self.transport
+            .finish_answer(response, key, started, |body| {
+                parse_completion(body, &request.model)
+            })
+            .await
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use aetherflow_provider::{ApiKey, ChatStream, ProviderError, StreamEvent, TimeoutPhase};
+use aetherflow_provider::{
+    ApiKey, ChatResponse, ChatStream, ProviderError, StreamEvent, TimeoutPhase,
+};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
@@ -243,6 +245,26 @@ impl Transport {
             Ok(Err(e)) => Err(http::transport_error(e, &self.timeouts)),
             Ok(Ok(b)) => Ok(b),
         }
+    }
+
+    /// Reads a 2xx body, parses it with `parse`, tells the key pool how the call ended, and
+    /// stamps the answer with the id of the key that earned it.
+    pub async fn finish_answer(
+        &self,
+        response: reqwest::Response,
+        key: Option<ApiKey>,
+        started: Instant,
+        parse: impl FnOnce(&[u8]) -> Result<ChatResponse, ProviderError>,
+    ) -> Result<ChatResponse, ProviderError> {
+        let result = match self.read_body(response, started).await {
+            Ok(body) => parse(&body),
+            Err(e) => Err(e),
+        };
+        self.report(&key, result.as_ref().map(|_| ()));
+        result.map(|mut answer| {
+            answer.key_id = key.map(|k| k.id().to_owned());
+            answer
+        })
     }
 
     /// Tells the key pool how the call ended.
