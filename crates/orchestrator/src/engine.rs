@@ -632,7 +632,18 @@ async fn execute(
             continue;
         }
         request.model.clone_from(&target.entry.model);
-        match call_with_retries(&shared, target, &request, prompt_bytes, &mut report).await {
+        // `context.cache: false` keeps this step's answers out of the response cache.
+        let cacheable = step.context.cache != Some(false);
+        match call_with_retries(
+            &shared,
+            target,
+            &request,
+            prompt_bytes,
+            cacheable,
+            &mut report,
+        )
+        .await
+        {
             TargetResult::Answer(response) => {
                 report.provider = Some(target.name.clone());
                 report.model = Some(response.model.clone());
@@ -715,16 +726,6 @@ fn raise_usage_alert(shared: &Shared, monitor: &UsageMonitor, alert: UsageAlert)
     }
 }
 
-/// Whether `step` may use the response cache (`context.cache: false` opts out).
-fn step_caches(shared: &Shared, step: &aetherflow_domain::StepId) -> bool {
-    shared
-        .plan
-        .steps()
-        .iter()
-        .find(|s| &s.id == step)
-        .is_none_or(|s| s.context.cache != Some(false))
-}
-
 /// How trying one target ended.
 enum TargetResult {
     /// An answer (its finish reason still to be judged).
@@ -745,10 +746,11 @@ async fn call_with_retries(
     target: &Target,
     request: &ChatRequest,
     prompt_bytes: usize,
+    cacheable: bool,
     report: &mut StepReport,
 ) -> TargetResult {
     let provider = &target.entry.provider;
-    let cache_key = match (&shared.cache, step_caches(shared, &report.id)) {
+    let cache_key = match (&shared.cache, cacheable) {
         (Some(cache), true) => {
             let key = ResponseCache::key(&target.name, request);
             if let Some(hit) = cache.get(&key) {
