@@ -10,3 +10,15 @@ require_toolchain() {
         exit 2
     fi
 }
+
+# The sandbox's CPython-for-WASI runtime (python-3.11.1.wasm, python311.zip), fetched once and
+# verified by SHA-256 into $AETHERFLOW_SANDBOX_RUNTIME (default ~/.cache/aetherflow/sandbox-runtime).
+require_sandbox_runtime() {
+    local python
+    python=$(command -v python3 || command -v python || true)
+    if [ -z "$python" ]; then
+        echo "python3 is needed once, to fetch the sandbox runtime: apt-get install -y python3" >&2
+        exit 2
+    fi
+    "$python" scripts/fetch-sandbox-runtime.py >&2
+}

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 require_toolchain
+require_sandbox_runtime
 
 cargo run --locked --quiet -p aetherflow -- \
     run examples/todo-api/plan.json \

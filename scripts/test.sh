@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 require_toolchain
+require_sandbox_runtime
 
 if [ -z "${AETHERFLOW_CORPUS_DIR:-}" ] && [ -d ../shared/corpus/original-plans ]; then
     AETHERFLOW_CORPUS_DIR="$(cd ../shared/corpus/original-plans && pwd)"
