@@ -777,3 +777,97 @@ fn scan_blocks_unsafe_code_and_passes_safe_code() {
     let o = run_in(dir.path(), &["scan", "missing-folder"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+fn sandbox_bin() -> Command {
+    let mut cmd = bin();
+    // The runtime the test suite's set-up installed (scripts/test.sh fetches it).
+    cmd.env(
+        "AETHERFLOW_SANDBOX_RUNTIME",
+        aetherflow_sandbox::default_runtime_dir(),
+    );
+    cmd
+}
+
+#[test]
+fn sandbox_run_passes_output_argv_stdin_and_the_exit_code_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.py");
+    std::fs::write(
+        &script,
+        "import sys\nprint(sys.argv[1:], sys.stdin.read())\nprint('warn', file=sys.stderr)\nsys.exit(4)",
+    )
+    .unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "hello").unwrap();
+    let out = sandbox_bin()
+        .args(["sandbox", "run"])
+        .arg(&script)
+        .arg("--stdin")
+        .arg(&input)
+        .args(["--", "a", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "['a', 'b'] hello\n");
+    assert_eq!(text(&out.stderr), "warn\n");
+}
+
+#[test]
+fn sandbox_run_stops_at_the_timeout_and_the_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = dir.path().join("spin.py");
+    std::fs::write(&spin, "while True:\n    pass\n").unwrap();
+    let out = sandbox_bin()
+        .args(["sandbox", "run", "--timeout", "300ms"])
+        .arg(&spin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let hog = dir.path().join("hog.py");
+    std::fs::write(&hog, "x = 'a' * 10**9\n").unwrap();
+    let out = sandbox_bin()
+        .args(["sandbox", "run", "--memory", "32MiB", "--json"])
+        .arg(&hog)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["out_of_memory"], true, "{outcome}");
+    assert!(outcome["stderr"].as_str().unwrap().contains("MemoryError"));
+}
+
+#[test]
+fn sandbox_run_without_a_runtime_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.py");
+    std::fs::write(&script, "print(1)").unwrap();
+    let out = bin()
+        .env(
+            "AETHERFLOW_SANDBOX_RUNTIME",
+            dir.path().join("nothing-here"),
+        )
+        .args(["sandbox", "run"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("python-3.11.1.wasm"), "{err}");
+    assert!(err.contains("scripts/fetch-sandbox-runtime.py"), "{err}");
+}
+
+#[test]
+fn sandbox_run_rejects_a_bad_size_with_an_example() {
+    let out = bin()
+        .args(["sandbox", "run", "x.py", "--memory", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("64MiB"), "{}", text(&out.stderr));
+}

@@ -8,6 +8,7 @@ mod plan_cmd;
 mod providers_cmd;
 mod render;
 mod run_cmd;
+mod sandbox_cmd;
 mod scan_cmd;
 
 use std::path::PathBuf;
@@ -53,6 +54,44 @@ enum Command {
     Costs(CostsArgs),
     /// Check Python files with the code-safety gate (imports, bandit rules, sandbox escapes).
     Scan(ScanArgs),
+    /// Run Python in the WebAssembly sandbox (CPython 3.11 for WASI, no host access).
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Run a Python file in the sandbox; its output is passed through and its exit code
+    /// returned (124 on a timeout, 137 when stopped by another limit).
+    Run(SandboxRunArgs),
+}
+
+#[derive(Debug, Args)]
+struct SandboxRunArgs {
+    /// The Python file.
+    file: PathBuf,
+    /// Wall-clock limit, e.g. 2s or 500ms (default: sandbox.timeout_ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Memory cap, e.g. 64MiB (default: sandbox.memory_mib).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// A file to feed on stdin.
+    #[arg(long, value_name = "FILE")]
+    stdin: Option<PathBuf>,
+    /// Print the outcome as JSON on stdout (output, flags, timings) instead of passing the
+    /// output through.
+    #[arg(long)]
+    json: bool,
+    /// Arguments for the script (`sys.argv[1:]`), after `--`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e} (use a size such as 64MiB or 512MB)"))
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +270,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Costs(args) => costs_cmd::costs(&args, &settings),
         Command::Scan(args) => scan_cmd::scan(&args),
+        Command::Sandbox(SandboxCommand::Run(args)) => {
+            sandbox_cmd::run(&args, &settings, &environment)
+        }
         Command::Providers(ProvidersCommand::Status { out, json }) => {
             providers_cmd::status(&settings, &environment, out.as_deref(), json)
         }

@@ -43,6 +43,8 @@ pub struct Settings {
     pub budget: BudgetSettings,
     /// Usage anomaly alerts.
     pub alerts: aetherflow_resilience::alerts::AlertPolicy,
+    /// The WebAssembly sandbox that runs generated Python.
+    pub sandbox: SandboxSettings,
     /// Price overrides and additions, keyed `"provider/model"`.
     pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
 }
@@ -257,6 +259,106 @@ impl Default for ServerSettings {
     }
 }
 
+/// `[sandbox]`: where the CPython-for-WASI runtime lives and the default limits of a run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Folder holding python-3.11.1.wasm and python311.zip (default: $AETHERFLOW_SANDBOX_RUNTIME,
+    /// else ~/.cache/aetherflow/sandbox-runtime, where scripts/fetch-sandbox-runtime.py puts them).
+    pub runtime_dir: Option<PathBuf>,
+    /// Folder for the compiled module (default: beside the runtime folder).
+    pub compiled_dir: Option<PathBuf>,
+    /// Runs at once (default: the number of cores).
+    pub max_parallel: Option<usize>,
+    /// Compile with fuel metering so `fuel` can limit instructions (slower).
+    pub fuel_metering: bool,
+    /// Instruction budget per run (needs `fuel_metering`).
+    pub fuel: Option<u64>,
+    /// Wall-clock limit per run, in milliseconds.
+    pub timeout_ms: u64,
+    /// Memory cap per run, in MiB.
+    pub memory_mib: u64,
+    /// Bytes kept of stdout and of stderr each, in KiB.
+    pub output_kib: usize,
+    /// Cap on the run's scratch folder, in MiB.
+    pub scratch_mib: u64,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        let limits = aetherflow_sandbox::Limits::default();
+        SandboxSettings {
+            runtime_dir: None,
+            compiled_dir: None,
+            max_parallel: None,
+            fuel_metering: false,
+            fuel: None,
+            timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            memory_mib: limits.memory_bytes >> 20,
+            output_kib: limits.output_bytes >> 10,
+            scratch_mib: limits.scratch_bytes >> 20,
+        }
+    }
+}
+
+impl SandboxSettings {
+    /// The sandbox's build configuration. `env` supplies `AETHERFLOW_SANDBOX_RUNTIME` (the set-up
+    /// script's variable) when `runtime_dir` is not set.
+    pub fn config(&self, env: &HashMap<String, String>) -> aetherflow_sandbox::SandboxConfig {
+        let mut config = aetherflow_sandbox::SandboxConfig::default();
+        if let Some(dir) = self.runtime_dir.clone().or_else(|| {
+            env.get("AETHERFLOW_SANDBOX_RUNTIME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        }) {
+            config.runtime_dir = dir;
+        }
+        config.compiled_dir.clone_from(&self.compiled_dir);
+        if let Some(n) = self.max_parallel {
+            config.max_parallel = n;
+        }
+        config.fuel_metering = self.fuel_metering;
+        config
+    }
+
+    /// The default limits of a run.
+    pub fn limits(&self) -> aetherflow_sandbox::Limits {
+        aetherflow_sandbox::Limits {
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            memory_bytes: self.memory_mib.saturating_mul(1 << 20),
+            fuel: self.fuel,
+            output_bytes: self.output_kib.saturating_mul(1 << 10),
+            scratch_bytes: self.scratch_mib.saturating_mul(1 << 20),
+            ..aetherflow_sandbox::Limits::default()
+        }
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        let invalid = |key, message: &str| {
+            Err(SettingsError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !(1..=3_600_000).contains(&self.timeout_ms) {
+            return invalid("sandbox.timeout_ms", "must be 1 to 3600000 (one hour)");
+        }
+        if !(16..=4096).contains(&self.memory_mib) {
+            return invalid(
+                "sandbox.memory_mib",
+                "must be 16 to 4096 (CPython needs about 10 MiB to start; wasm32 stops at 4 GiB)",
+            );
+        }
+        if self.max_parallel == Some(0) {
+            return invalid("sandbox.max_parallel", "is 0: use at least 1");
+        }
+        if self.fuel.is_some() && !self.fuel_metering {
+            return invalid("sandbox.fuel", "needs sandbox.fuel_metering = true");
+        }
+        Ok(())
+    }
+}
+
 /// Configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -320,6 +422,7 @@ impl Settings {
 
     /// Checks ranges that the types alone do not.
     pub fn check(&self) -> Result<(), SettingsError> {
+        self.sandbox.check()?;
         if !(1..=1024).contains(&self.run.concurrency) {
             return Err(SettingsError::Invalid {
                 key: "run.concurrency",

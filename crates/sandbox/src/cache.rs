@@ -20,13 +20,15 @@ pub enum ModuleSource {
     Compiled,
 }
 
-/// The cache file for `engine`: keyed by the wasm's hash and wasmtime's own compatibility hash,
+/// The cache file for `engine`, in a `modules` folder this crate creates with mode 0700 inside
+/// the configured folder (which may be shared or world-writable, as a Kubernetes `emptyDir`
+/// is). Keyed by the wasm's hash and wasmtime's own compatibility hash,
 /// which covers the wasmtime version and every engine setting that changes generated code (fuel,
 /// epochs, optimisation level, target features).
 pub(crate) fn cache_path(engine: &Engine, dir: &Path) -> PathBuf {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    dir.join(format!(
+    dir.join("modules").join(format!(
         "python-3.11.1-{}-{:016x}.cwasm",
         &PYTHON_WASM_SHA256[..16],
         hasher.finish()
@@ -55,14 +57,15 @@ pub(crate) fn load(
         what: "compiling the CPython module",
         detail: format!("{e:#}"),
     })?;
-    if let Err(e) = store(&module, dir, &path) {
+    if let Err(e) = store(&module, &path) {
         // A read-only cache only costs the next run a compile; say so and go on.
         tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled sandbox module");
     }
     Ok((module, ModuleSource::Compiled, started.elapsed()))
 }
 
-fn store(module: &Module, dir: &Path, path: &Path) -> Result<(), String> {
+fn store(module: &Module, path: &Path) -> Result<(), String> {
+    let dir = path.parent().ok_or("the cache path has no folder")?;
     create_private_dir(dir).map_err(|e| e.to_string())?;
     let bytes = module.serialize().map_err(|e| format!("{e:#}"))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;

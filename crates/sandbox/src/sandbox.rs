@@ -182,6 +182,9 @@ pub struct RunOutcome {
     pub trap: Option<String>,
     /// Phase timings.
     pub timings: RunTimings,
+    /// The largest linear memory the guest reached, in bytes.
+    #[serde(default)]
+    pub memory_peak_bytes: u64,
     /// The files of [`RunRequest::collect`] the run left behind.
     #[serde(default)]
     pub collected: Vec<InputFile>,
@@ -257,6 +260,7 @@ impl std::error::Error for Stopped {}
 pub(crate) struct Guest {
     wasi: WasiP1Ctx,
     memory_cap: usize,
+    memory_peak: usize,
     out_of_memory: bool,
     pub(crate) deadline: Instant,
     pub(crate) stop: Option<Stop>,
@@ -277,6 +281,7 @@ impl ResourceLimiter for Guest {
             self.out_of_memory = true;
             return Ok(false);
         }
+        self.memory_peak = self.memory_peak.max(desired);
         Ok(true)
     }
 
@@ -481,6 +486,7 @@ impl Sandbox {
         let guest = Guest {
             wasi: builder.build_p1(),
             memory_cap: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+            memory_peak: 0,
             out_of_memory: false,
             deadline: started + limits.timeout,
             stop: None,
@@ -547,6 +553,7 @@ impl Sandbox {
                 instantiate,
                 execute,
             },
+            memory_peak_bytes: u64::try_from(guest.memory_peak).unwrap_or(u64::MAX),
             collected: Vec::new(),
         };
         match call {
@@ -696,6 +703,7 @@ mod tests {
             stderr_truncated: false,
             trap: None,
             timings: RunTimings::default(),
+            memory_peak_bytes: 0,
             collected: Vec::new(),
         };
         assert!(outcome.success());
