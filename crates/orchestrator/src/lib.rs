@@ -25,9 +25,11 @@
 //! # });
 //! ```
 
+pub mod apply;
 pub mod cache;
 mod engine;
 mod events;
+pub mod extract;
 mod output;
 pub mod prompt;
 pub mod routing;
