@@ -8,9 +8,18 @@ source scripts/lib.sh
 require_toolchain
 require_sandbox_runtime
 
+# The run writes the generated files into its workspace: use a fresh copy of the example's, so
+# the repository's stays as it is (and you can look at, or roll back, what the run changed).
+out="${AETHERFLOW_OUT:-runs}"
+workspace="$out/todo-api-example-workspace"
+rm -rf "$workspace"
+mkdir -p "$out"
+cp -R examples/todo-api/workspace "$workspace"
+echo "workspace: $workspace" >&2
+
 cargo run --locked --quiet -p aetherflow -- \
     run examples/todo-api/plan.json \
     --offline \
-    --workspace examples/todo-api/workspace \
-    --out "${AETHERFLOW_OUT:-runs}" \
+    --workspace "$workspace" \
+    --out "$out" \
     "$@"

@@ -21,8 +21,25 @@ fn example_plan() -> PathBuf {
     repo().join("examples/todo-api/plan.json")
 }
 
+/// A fresh copy of the example's workspace: runs write into their workspace, and the repository's
+/// copy must stay as it is.
 fn example_workspace() -> PathBuf {
-    repo().join("examples/todo-api/workspace")
+    let source = repo().join("examples/todo-api/workspace");
+    let copy = tempfile::tempdir().expect("temp dir").keep();
+    copy_tree(&source, &copy);
+    copy
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.expect("walk");
+        let target = to.join(entry.path().strip_prefix(from).expect("inside"));
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
 
 fn text(out: &[u8]) -> String {
@@ -148,7 +165,25 @@ fn runs_online_against_a_configured_provider() {
     });
     let server = deepseek_mock(&rt, 200, &answer.to_string());
     let out = tempfile::tempdir().expect("out");
-    let plan = example_plan();
+    // Five steps whose answer is the one canned above: an analysis, then four code steps that
+    // all (re)write app/repository.py, one after another.
+    let plan = out.path().join("plan.json");
+    let step = |id: &str, ty: &str, deps: &[&str], files: &[&str]| {
+        serde_json::json!({"id": id, "description": format!("{id} step"), "type": ty,
+            "dependencies": deps, "context": {"language": "python", "files": files}})
+    };
+    let plan_json = serde_json::json!({
+        "task_id": "todo-api-example",
+        "description": "Providers and costs, online",
+        "steps": [
+            step("review_model", "analysis", &[], &["app/models.py"]),
+            step("repository", "code_generation", &["review_model"], &["app/repository.py"]),
+            step("refine", "refactoring", &["repository"], &["app/repository.py"]),
+            step("harden", "refactoring", &["refine"], &["app/repository.py"]),
+            step("polish", "refactoring", &["harden"], &["app/repository.py"]),
+        ]
+    });
+    std::fs::write(&plan, plan_json.to_string()).expect("plan");
     let ws = example_workspace();
     let o = bin()
         .current_dir(out.path())
@@ -870,4 +905,182 @@ fn sandbox_run_rejects_a_bad_size_with_an_example() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("64MiB"), "{}", text(&out.stderr));
+}
+
+fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.expect("walk"))
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (
+                e.path()
+                    .strip_prefix(root)
+                    .expect("inside")
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_writes_each_file_its_own_block_and_rollback_restores_the_workspace_exactly() {
+    let workspace = example_workspace();
+    let before = tree(&workspace);
+    let out = tempfile::tempdir().unwrap();
+    let ran = bin()
+        .args(["run", "--offline", "--json"])
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let run_dir = only_run_dir(out.path(), "todo-api-example");
+    let report = read_json(&run_dir.join("report.json"));
+
+    // The two test files of one step each got their own content (the original wrote the
+    // first block into both).
+    let a = std::fs::read_to_string(workspace.join("tests/test_repository.py")).unwrap();
+    let b = std::fs::read_to_string(workspace.join("tests/test_service.py")).unwrap();
+    assert_ne!(a, b);
+    assert!(workspace.join("app/repository.py").is_file());
+    let tests_step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "tests")
+        .unwrap();
+    assert_eq!(
+        tests_step["files"].as_array().unwrap().len(),
+        2,
+        "{tests_step}"
+    );
+    // The README existed: modified, and its previous content saved in the run folder.
+    let readme_before = before.get("README.md").unwrap();
+    assert_ne!(
+        &std::fs::read(workspace.join("README.md")).unwrap(),
+        readme_before
+    );
+
+    // An unrelated file the user adds after the run survives the rollback.
+    std::fs::write(workspace.join("mine.txt"), "user's file\n").unwrap();
+    let run_id = report["run_id"].as_str().unwrap();
+    let rolled = bin()
+        .args(["run", "rollback", run_id, "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(rolled.status.code(), Some(0), "{}", text(&rolled.stderr));
+    assert!(text(&rolled.stdout).contains("removed   app/repository.py"));
+    let mut after = tree(&workspace);
+    assert_eq!(
+        after.remove("mine.txt").as_deref(),
+        Some(&b"user's file\n"[..])
+    );
+    assert_eq!(after, before, "the workspace is byte for byte what it was");
+    assert!(
+        !workspace.join("tests").exists(),
+        "folders the run created are gone"
+    );
+}
+
+#[test]
+fn dry_run_writes_nothing_and_saves_diffs() {
+    let workspace = example_workspace();
+    let before = tree(&workspace);
+    let out = tempfile::tempdir().unwrap();
+    let ran = bin()
+        .args(["run", "--offline", "--dry-run"])
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    assert_eq!(tree(&workspace), before);
+    let run_dir = only_run_dir(out.path(), "todo-api-example");
+    let diff = std::fs::read_to_string(run_dir.join("docs.diff")).unwrap();
+    assert!(diff.contains("--- a/README.md"), "{diff}");
+}
+
+#[test]
+fn blocked_code_is_sent_back_and_the_repaired_answer_is_applied() {
+    let workspace = example_workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mock.yaml");
+    std::fs::write(
+        &script,
+        "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        import os\n        os.system('rm -rf ' + input())\n        ```\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script)
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let written = std::fs::read_to_string(workspace.join("app/repository.py")).unwrap();
+    assert!(!written.contains("os.system"), "{written}");
+    let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "repository")
+        .unwrap();
+    let rejected = step["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{step}");
+    assert!(
+        rejected[0].as_str().unwrap().contains("code-safety gate"),
+        "{step}"
+    );
+    // Both answers were paid for and recorded.
+    assert_eq!(step["attempts"].as_array().unwrap().len(), 2, "{step}");
+}
+
+#[test]
+fn a_step_whose_answers_stay_blocked_fails_and_writes_nothing() {
+    let workspace = example_workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mock.yaml");
+    std::fs::write(
+        &script,
+        "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        import subprocess\n        subprocess.call(input(), shell=True)\n        ```\n      times: 5\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script)
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    assert!(!workspace.join("app/repository.py").exists());
+    let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "repository")
+        .unwrap();
+    assert_eq!(step["status"], "failed");
+    assert_eq!(step["rejected"].as_array().unwrap().len(), 3, "{step}");
 }

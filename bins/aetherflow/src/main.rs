@@ -42,7 +42,7 @@ enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a plan.
+    /// Run a plan (or `run rollback RUN_ID` to undo a run's workspace changes).
     Run(RunArgs),
     /// Validate or inspect plans without running them.
     #[command(subcommand)]
@@ -174,9 +174,20 @@ enum ProvidersCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct RunArgs {
+    #[command(subcommand)]
+    action: Option<RunAction>,
     /// The plan file (JSON, or YAML with a .yaml/.yml extension).
-    plan: PathBuf,
+    #[arg(required = true)]
+    plan: Option<PathBuf>,
+    /// Print the changes as unified diffs (also saved as <step>.diff in the run folder) and
+    /// write nothing to the workspace.
+    #[arg(long, conflicts_with = "no_apply")]
+    dry_run: bool,
+    /// Leave the workspace alone: answers are only saved in the run folder.
+    #[arg(long)]
+    no_apply: bool,
     /// Execution mode.
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
@@ -207,6 +218,21 @@ struct RunArgs {
     /// With --offline: latency added to every mock call, in milliseconds.
     #[arg(long, value_name = "MS")]
     mock_latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunAction {
+    /// Restore exactly what a run changed in its workspace; files edited since are kept.
+    Rollback {
+        /// The run's id (`run_id` in its report.json).
+        run_id: String,
+        /// The output folder the run wrote to (default: run.out_dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -262,6 +288,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let _log_guard = aetherflow_bootstrap::logging::init(&settings.log)?;
     match cli.command {
+        Command::Run(RunArgs {
+            action: Some(RunAction::Rollback { run_id, out, json }),
+            ..
+        }) => run_cmd::rollback(&run_id, out.as_deref(), &settings, json),
         Command::Run(args) => run_cmd::run(args, settings, &environment),
         Command::Plan(PlanCommand::Validate { plans, json }) => plan_cmd::validate(&plans, json),
         Command::Plan(PlanCommand::Show { plan, json }) => plan_cmd::show(&plan, json),

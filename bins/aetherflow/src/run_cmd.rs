@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aetherflow_domain::Money;
 use aetherflow_domain::run::{Mode, RunStatus};
+use aetherflow_orchestrator::apply::ApplyMode;
 use aetherflow_orchestrator::cache::ResponseCache;
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
 use aetherflow_orchestrator::setup;
@@ -34,7 +35,11 @@ pub fn run(
     settings: Settings,
     environment: &Environment,
 ) -> anyhow::Result<ExitCode> {
-    let plan = Arc::new(crate::plan_cmd::read_plan(&args.plan)?);
+    let plan_path = args
+        .plan
+        .as_deref()
+        .context("a plan file is needed: aetherflow run PLAN")?;
+    let plan = Arc::new(crate::plan_cmd::read_plan(plan_path)?);
     let concurrency = args.concurrency.unwrap_or(settings.run.concurrency);
     let concurrency = NonZeroUsize::new(concurrency)
         .filter(|n| n.get() <= 1024)
@@ -98,6 +103,14 @@ pub fn run(
         out_dir: Some(out_dir),
         max_output_tokens: Some(settings.run.max_output_tokens),
         budget,
+        apply: if args.no_apply {
+            None
+        } else if args.dry_run {
+            Some(ApplyMode::DryRun)
+        } else {
+            Some(ApplyMode::Write)
+        },
+        ..RunOptions::default()
     };
     let output = if args.json {
         Output::Json
@@ -231,4 +244,69 @@ impl Interrupts {
             tokio::signal::ctrl_c().await.is_ok()
         }
     }
+}
+
+/// `aetherflow run rollback RUN_ID`: restores exactly what that run changed in the workspace.
+pub fn rollback(
+    run_id: &str,
+    out: Option<&std::path::Path>,
+    settings: &Settings,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let out_dir = out.map_or_else(
+        || settings.run.out_dir.clone(),
+        std::path::Path::to_path_buf,
+    );
+    let run_dir = find_run_dir(&out_dir, run_id)?;
+    let manifest: aetherflow_orchestrator::apply::Manifest = serde_json::from_slice(
+        &std::fs::read(run_dir.join(aetherflow_orchestrator::apply::MANIFEST)).with_context(
+            || {
+                format!(
+                    "run {run_id} changed no workspace files (no {} in {})",
+                    aetherflow_orchestrator::apply::MANIFEST,
+                    run_dir.display()
+                )
+            },
+        )?,
+    )
+    .with_context(|| format!("reading the change manifest of run {run_id}"))?;
+    let workspace = Workspace::open(&manifest.workspace, settings.context.limits())?;
+    let report = aetherflow_orchestrator::apply::rollback(&workspace, &run_dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for path in &report.restored {
+            println!("restored  {path}");
+        }
+        for path in &report.removed {
+            println!("removed   {path}");
+        }
+        for (path, why) in &report.conflicts {
+            println!("kept      {path} ({why})");
+        }
+    }
+    Ok(if report.conflicts.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+/// `<out>/<task_id>/<run_id>/` for a run id, whatever its task.
+fn find_run_dir(out: &std::path::Path, run_id: &str) -> anyhow::Result<std::path::PathBuf> {
+    if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
+        anyhow::bail!("`{run_id}` is not a run id (see the run_id in a report.json)");
+    }
+    let tasks = std::fs::read_dir(out)
+        .with_context(|| format!("reading the output folder {}", out.display()))?;
+    for task in tasks.flatten() {
+        let candidate = task.path().join(run_id);
+        if candidate.is_dir() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "no run {run_id} under {} (pass the folder the run wrote to with --out)",
+        out.display()
+    )
 }

@@ -172,6 +172,12 @@ pub struct StepReport {
     /// File inside the run folder holding the step's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_file: Option<String>,
+    /// Why earlier answers were rejected (extraction, safety gate), one entry per repair asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<String>,
+    /// Workspace files the step wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileChange>,
 }
 
 impl StepReport {
@@ -191,8 +197,19 @@ impl StepReport {
             started_at: None,
             duration: Duration::ZERO,
             output_file: None,
+            rejected: Vec::new(),
+            files: Vec::new(),
         }
     }
+}
+
+/// A workspace file a step wrote (or, in a dry run or review, would write).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    /// Workspace-relative path.
+    pub path: String,
+    /// `created`, `modified` or `unchanged`.
+    pub action: String,
 }
 
 /// Counts and sums over a run.

@@ -18,12 +18,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::RunError;
+use crate::apply::{Action, ApplyMode, Change, apply};
 use crate::cache::ResponseCache;
 use crate::events::{EventSink, RunEvent};
+use crate::extract::{ExtractedFile, extract_files};
 use crate::output::RunDir;
 use crate::prompt::{PromptInput, system_prompt, user_prompt};
 use crate::routing::{ProviderSet, Target};
 use crate::workspace::Workspace;
+use aetherflow_code_safety::{Policy, scan_source};
+use aetherflow_domain::run::FileChange;
 use aetherflow_provider::FallbackClass;
 use aetherflow_resilience::alerts::{UsageAlert, UsageMonitor};
 use aetherflow_resilience::breaker::Breakers;
@@ -45,6 +49,14 @@ pub struct RunOptions {
     pub max_output_tokens: Option<u32>,
     /// Hard cap on this run's spend; a call whose worst case could pass it is not sent.
     pub budget: Option<Money>,
+    /// Whether and how generated files reach the workspace (`None`: never; the answers stay
+    /// in the run folder). Applying needs a run folder (`out_dir`) for backups and rollback.
+    pub apply: Option<ApplyMode>,
+    /// Answers a step may have rejected (bad file blocks, blocked code) before it fails; each
+    /// rejection goes back to the model as feedback.
+    pub max_repairs: u32,
+    /// The code-safety policy every generated Python file must pass.
+    pub safety: Arc<Policy>,
 }
 
 impl Default for RunOptions {
@@ -55,6 +67,9 @@ impl Default for RunOptions {
             out_dir: None,
             max_output_tokens: Some(8192),
             budget: None,
+            apply: None,
+            max_repairs: 2,
+            safety: Arc::new(Policy::default()),
         }
     }
 }
@@ -90,6 +105,12 @@ struct Shared {
     events: EventSink,
     provider_limits: ProviderLimits,
     monitor: Option<Arc<UsageMonitor>>,
+    run_dir: Option<PathBuf>,
+    apply: Option<ApplyMode>,
+    max_repairs: u32,
+    safety: Arc<Policy>,
+    /// One apply at a time: the run's change manifest is read and rewritten by each.
+    apply_lock: tokio::sync::Mutex<()>,
 }
 
 /// Output tokens assumed for the worst case when a request sets no limit.
@@ -230,6 +251,11 @@ impl Orchestrator {
             events: events.clone(),
             provider_limits: self.resilience.provider_limits.clone(),
             monitor: self.resilience.monitor.clone(),
+            run_dir: run_dir.as_ref().map(|d| d.path().to_path_buf()),
+            apply: options.apply,
+            max_repairs: options.max_repairs,
+            safety: Arc::clone(&options.safety),
+            apply_lock: tokio::sync::Mutex::new(()),
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -609,6 +635,159 @@ async fn execute(
         ..ChatRequest::default()
     };
 
+    let produces_files = behaviour != StepBehaviour::Analyse
+        && !ctx.files.is_empty()
+        && ctx.patch.is_none()
+        && ctx.patches.is_empty();
+    let mut rejections = 0u32;
+    loop {
+        // `context.cache: false` keeps this step's answers out of the response cache.
+        let cacheable = ctx.cache != Some(false);
+        let response = match generate(&shared, &targets, &mut request, cacheable, &mut report).await
+        {
+            Ok(response) => response,
+            Err(reason) => return fail(report, reason, clock),
+        };
+        report.duration = clock.elapsed();
+        if !produces_files {
+            report.status = StepStatus::Succeeded;
+            return Execution {
+                index,
+                report,
+                output: Some(Arc::from(response.text)),
+            };
+        }
+        match check_answer(&shared.safety, &response.text, &ctx.files) {
+            Ok(files) => {
+                if let Err(reason) =
+                    apply_files(&shared, &step.id, ctx.auto_apply, &files, &mut report).await
+                {
+                    return fail(report, reason, clock);
+                }
+                report.status = StepStatus::Succeeded;
+                report.duration = clock.elapsed();
+                return Execution {
+                    index,
+                    report,
+                    output: Some(Arc::from(response.text)),
+                };
+            }
+            Err(feedback) => {
+                tracing::info!(step = %step.id, rejections, %feedback, "answer rejected");
+                report.rejected.push(feedback.clone());
+                if rejections >= shared.max_repairs {
+                    return fail(
+                        report,
+                        format!(
+                            "answer rejected {} time(s); last: {feedback}",
+                            rejections + 1
+                        ),
+                        clock,
+                    );
+                }
+                rejections += 1;
+                request.messages.push(Message::assistant(response.text));
+                request.messages.push(Message::user(format!(
+                    "Your answer was rejected: {feedback}\n\nSend every file of this step again, corrected, \
+                     one fenced code block per file with its path in the info string."
+                )));
+            }
+        }
+    }
+}
+
+/// Checks an answer for a step that writes files: one block per target, and every Python file
+/// allowed by the safety policy. `Err` is feedback for the model.
+fn check_answer(
+    policy: &Policy,
+    text: &str,
+    targets: &[String],
+) -> Result<Vec<ExtractedFile>, String> {
+    let files = extract_files(text, targets).map_err(|p| p.feedback())?;
+    let blocked: Vec<String> = files
+        .iter()
+        .filter(|f| f.path.ends_with(".py"))
+        .filter_map(|f| {
+            let report = scan_source(&f.path, &f.content, policy);
+            let verdict = report.verdict();
+            (!verdict.is_allow()).then(|| verdict.feedback(&f.path))
+        })
+        .collect();
+    if blocked.is_empty() {
+        Ok(files)
+    } else {
+        Err(format!(
+            "the code-safety gate blocked it:\n{}",
+            blocked.join("\n")
+        ))
+    }
+}
+
+/// Writes a step's checked files into the workspace (or beside it, or as diffs), recording
+/// them in the report. `Err` is the step's failure reason.
+async fn apply_files(
+    shared: &Shared,
+    step_id: &aetherflow_domain::StepId,
+    auto_apply: Option<bool>,
+    files: &[ExtractedFile],
+    report: &mut StepReport,
+) -> Result<(), String> {
+    let mode = match (shared.apply, auto_apply) {
+        (None, _) => return Ok(()),
+        // `auto_apply: false`: written beside the target for review, never over it.
+        (Some(ApplyMode::Write), Some(false)) => ApplyMode::Review,
+        (Some(mode), _) => mode,
+    };
+    let Some(run_dir) = shared.run_dir.clone() else {
+        return Err(
+            "applying files needs a run folder for backups and rollback (set --out)".into(),
+        );
+    };
+    let changes: Vec<Change> = files
+        .iter()
+        .map(|f| Change {
+            path: f.path.clone(),
+            content: f.content.clone().into_bytes(),
+        })
+        .collect();
+    let _one_at_a_time = shared.apply_lock.lock().await;
+    let ws = Arc::clone(&shared.workspace);
+    let dir = run_dir.clone();
+    let applied = tokio::task::spawn_blocking(move || apply(&ws, &dir, &changes, mode))
+        .await
+        .map_err(|e| format!("apply: stopped: {e}"))?
+        .map_err(|e| format!("apply: {e}"))?;
+    report.files = applied
+        .records
+        .iter()
+        .map(|r| FileChange {
+            path: r.path.clone(),
+            action: match r.action {
+                Action::Created => "created",
+                Action::Modified => "modified",
+                Action::Unchanged => "unchanged",
+            }
+            .to_owned(),
+        })
+        .collect();
+    if !applied.diffs.is_empty() {
+        let name = format!("{step_id}.diff");
+        tokio::fs::write(run_dir.join(&name), applied.diffs.concat())
+            .await
+            .map_err(|e| format!("writing {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Sends the request down the step's provider chain (retries, fallbacks, window checks) until
+/// one answers usably. `Err` is the step's failure reason.
+async fn generate(
+    shared: &Arc<Shared>,
+    targets: &[Target],
+    request: &mut ChatRequest,
+    cacheable: bool,
+    report: &mut StepReport,
+) -> Result<aetherflow_provider::ChatResponse, String> {
     let prompt_bytes = request.system.as_deref().map_or(0, str::len)
         + request
             .messages
@@ -620,7 +799,7 @@ async fn execute(
         (prompt_bytes as u64).div_ceil(4) + u64::from(request.max_output_tokens.unwrap_or(0));
     let mut reasons: Vec<String> = Vec::new();
     let mut min_window: Option<u64> = None;
-    for target in &targets {
+    for target in targets {
         let window = target.entry.provider.context_window(&target.entry.model);
         if let Some(w) = window
             && (w < needed_tokens || min_window.is_some_and(|m| w <= m))
@@ -632,29 +811,15 @@ async fn execute(
             continue;
         }
         request.model.clone_from(&target.entry.model);
-        // `context.cache: false` keeps this step's answers out of the response cache.
-        let cacheable = step.context.cache != Some(false);
-        match call_with_retries(
-            &shared,
-            target,
-            &request,
-            prompt_bytes,
-            cacheable,
-            &mut report,
-        )
-        .await
-        {
+        match call_with_retries(shared, target, request, prompt_bytes, cacheable, report).await {
             TargetResult::Answer(response) => {
                 report.provider = Some(target.name.clone());
                 report.model = Some(response.model.clone());
                 report.finish_reason = Some(response.finish_reason.to_string());
-                report.duration = clock.elapsed();
                 let fallback = match response.finish_reason {
                     FinishReason::MaxTokens => {
-                        return fail(
-                            report,
+                        return Err(
                             "the answer was cut at the output token limit; raise max_output_tokens or split the step".into(),
-                            clock,
                         );
                     }
                     FinishReason::ContextLimit => Some((
@@ -672,14 +837,7 @@ async fn execute(
                     _ => None,
                 };
                 match fallback {
-                    None => {
-                        report.status = StepStatus::Succeeded;
-                        return Execution {
-                            index,
-                            report,
-                            output: Some(Arc::from(response.text)),
-                        };
-                    }
+                    None => return Ok(response),
                     Some((problem, class)) => {
                         reasons.push(format!("{problem} ({}/{})", target.name, response.model));
                         if class == FallbackClass::ContextWindow {
@@ -694,13 +852,13 @@ async fn execute(
                     min_window = min_window.max(window.or(Some(needed_tokens)));
                 }
             }
-            TargetResult::Stop(reason) => return fail(report, reason, clock),
+            TargetResult::Stop(reason) => return Err(reason),
         }
     }
     if reasons.is_empty() {
         reasons.push("no configured provider can take this step".into());
     }
-    fail(report, reasons.join("; then "), clock)
+    Err(reasons.join("; then "))
 }
 
 /// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the

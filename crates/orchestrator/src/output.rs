@@ -28,6 +28,10 @@ impl RunDir {
         Ok(RunDir { path })
     }
 
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn into_path(self) -> PathBuf {
         self.path
     }

@@ -350,7 +350,7 @@ pub fn default_answer(hint: &StepHint) -> String {
             None => format!("```{lang}\n"),
         };
         out.push_str(&header);
-        out.push_str(&file_body(lang, id, summary));
+        out.push_str(&file_body(lang, id, file, summary));
         out.push_str("```\n");
     }
     out
@@ -374,11 +374,13 @@ fn language_of<'a>(file: Option<&str>, declared: Option<&'a str>) -> &'a str {
     }
 }
 
-fn file_body(lang: &str, id: &str, summary: &str) -> String {
+fn file_body(lang: &str, id: &str, file: Option<&str>, summary: &str) -> String {
+    // Each file names itself, so every file of a step gets its own content.
+    let which = file.map_or_else(|| format!("step {id}"), |f| format!("{f}, step {id}"));
     let about = if summary.is_empty() {
-        format!("Generated offline by the AetherFlow mock provider for step {id}.")
+        format!("Generated offline by the AetherFlow mock provider for {which}.")
     } else {
-        format!("{summary} (mock output for step {id})")
+        format!("{summary} (mock output for {which})")
     };
     // Strings end up inside code: keep them free of quotes and comment terminators.
     let about = about
