@@ -10,6 +10,11 @@ fn bin() -> Command {
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
     }
+    // The sandbox runtime the test suite's set-up installed (scripts/test.sh fetches it).
+    cmd.env(
+        "AETHERFLOW_SANDBOX_RUNTIME",
+        aetherflow_sandbox::default_runtime_dir(),
+    );
     cmd
 }
 
@@ -814,13 +819,7 @@ fn scan_blocks_unsafe_code_and_passes_safe_code() {
 }
 
 fn sandbox_bin() -> Command {
-    let mut cmd = bin();
-    // The runtime the test suite's set-up installed (scripts/test.sh fetches it).
-    cmd.env(
-        "AETHERFLOW_SANDBOX_RUNTIME",
-        aetherflow_sandbox::default_runtime_dir(),
-    );
-    cmd
+    bin()
 }
 
 #[test]
@@ -1083,4 +1082,75 @@ fn a_step_whose_answers_stay_blocked_fails_and_writes_nothing() {
         .unwrap();
     assert_eq!(step["status"], "failed");
     assert_eq!(step["rejected"].as_array().unwrap().len(), 3, "{step}");
+}
+
+#[test]
+fn a_generated_test_that_fails_in_the_sandbox_is_repaired() {
+    let workspace = example_workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mock.yaml");
+    std::fs::write(
+        &script,
+        "steps:\n  tests:\n    - text: |\n        ```python path=tests/test_repository.py\n        import unittest\n        class T(unittest.TestCase):\n            def test_wrong(self):\n                self.assertEqual(1 + 1, 3)\n        ```\n        ```python path=tests/test_service.py\n        import unittest\n        class S(unittest.TestCase):\n            def test_ok(self):\n                self.assertTrue(True)\n        ```\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script)
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "tests")
+        .unwrap();
+    let rejected = step["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{step}");
+    let why = rejected[0].as_str().unwrap();
+    assert!(why.contains("tests failed in the sandbox"), "{why}");
+    assert!(why.contains("test_wrong"), "{why}");
+    let written = std::fs::read_to_string(workspace.join("tests/test_repository.py")).unwrap();
+    assert!(!written.contains("test_wrong"), "{written}");
+}
+
+#[test]
+fn a_module_that_fails_to_import_in_the_sandbox_is_sent_back() {
+    let workspace = example_workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mock.yaml");
+    std::fs::write(
+        &script,
+        "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        from app.models import DoesNotExist\n        ```\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script)
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "repository")
+        .unwrap();
+    let why = step["rejected"][0].as_str().unwrap_or_default();
+    assert!(why.contains("DoesNotExist"), "{step}");
 }

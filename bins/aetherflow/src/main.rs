@@ -188,6 +188,9 @@ struct RunArgs {
     /// Leave the workspace alone: answers are only saved in the run folder.
     #[arg(long)]
     no_apply: bool,
+    /// Skip the sandbox checks (generated tests run, modules imported) before applying.
+    #[arg(long)]
+    no_verify: bool,
     /// Execution mode.
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,

@@ -97,6 +97,13 @@ pub fn run(
             ResponseCache::new(&settings.cache)
         },
     });
+    let sandbox = if args.no_verify {
+        None
+    } else {
+        let sandbox = aetherflow_sandbox::Sandbox::new(settings.sandbox.config(&environment.vars))
+            .context("the sandbox that checks generated Python before it is applied (or pass --no-verify to skip those checks)")?;
+        Some((sandbox, settings.sandbox.limits()))
+    };
     let options = RunOptions {
         mode,
         concurrency,
@@ -110,6 +117,7 @@ pub fn run(
         } else {
             Some(ApplyMode::Write)
         },
+        sandbox,
         ..RunOptions::default()
     };
     let output = if args.json {

@@ -57,6 +57,9 @@ pub struct RunOptions {
     pub max_repairs: u32,
     /// The code-safety policy every generated Python file must pass.
     pub safety: Arc<Policy>,
+    /// The sandbox that runs generated tests and import checks before anything is applied, with
+    /// its per-run limits (`None`: no sandbox verification).
+    pub sandbox: Option<(aetherflow_sandbox::Sandbox, aetherflow_sandbox::Limits)>,
 }
 
 impl Default for RunOptions {
@@ -70,6 +73,7 @@ impl Default for RunOptions {
             apply: None,
             max_repairs: 2,
             safety: Arc::new(Policy::default()),
+            sandbox: None,
         }
     }
 }
@@ -109,6 +113,7 @@ struct Shared {
     apply: Option<ApplyMode>,
     max_repairs: u32,
     safety: Arc<Policy>,
+    sandbox: Option<(aetherflow_sandbox::Sandbox, aetherflow_sandbox::Limits)>,
     /// One apply at a time: the run's change manifest is read and rewritten by each.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -255,6 +260,7 @@ impl Orchestrator {
             apply: options.apply,
             max_repairs: options.max_repairs,
             safety: Arc::clone(&options.safety),
+            sandbox: options.sandbox.clone(),
             apply_lock: tokio::sync::Mutex::new(()),
         });
         let mut reports: Vec<StepReport> = steps
@@ -657,7 +663,23 @@ async fn execute(
                 output: Some(Arc::from(response.text)),
             };
         }
-        match check_answer(&shared.safety, &response.text, &ctx.files) {
+        let checked = match check_answer(&shared.safety, &response.text, &ctx.files) {
+            Ok(files) => match &shared.sandbox {
+                Some((sandbox, limits)) => {
+                    let root = shared.workspace.root().to_path_buf();
+                    let context =
+                        tokio::task::spawn_blocking(move || crate::verify::workspace_python(&root))
+                            .await
+                            .unwrap_or_default();
+                    crate::verify::verify(sandbox, *limits, context, &files)
+                        .await
+                        .map(|()| files)
+                }
+                None => Ok(files),
+            },
+            Err(feedback) => Err(feedback),
+        };
+        match checked {
             Ok(files) => {
                 if let Err(reason) =
                     apply_files(&shared, &step.id, ctx.auto_apply, &files, &mut report).await

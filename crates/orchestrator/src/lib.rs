@@ -36,6 +36,7 @@ pub mod routing;
 pub mod settings;
 pub mod setup;
 pub mod streaming;
+pub mod verify;
 pub mod webhook;
 pub mod workspace;
 

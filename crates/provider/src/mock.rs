@@ -387,7 +387,14 @@ fn file_body(lang: &str, id: &str, file: Option<&str>, summary: &str) -> String 
         .replace(['"', '\'', '`', '\\'], "")
         .replace("*/", "")
         .replace("-->", "");
+    let is_test = file.is_some_and(|f| {
+        let name = f.rsplit('/').next().unwrap_or(f);
+        name.starts_with("test_") || name.ends_with("_test.py")
+    });
     match lang {
+        "python" if is_test => format!(
+            "\"\"\"{about}\"\"\"\n\nimport unittest\n\n\nclass MockStepTest(unittest.TestCase):\n    def test_step_ran(self):\n        self.assertEqual(\"{id}: ok\", \"{id}\" + \": ok\")\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n"
+        ),
         "python" => format!(
             "\"\"\"{about}\"\"\"\n\n\ndef main() -> str:\n    \"\"\"Return a marker showing the step ran.\"\"\"\n    return \"{id}: ok\"\n\n\nif __name__ == \"__main__\":\n    print(main())\n"
         ),
