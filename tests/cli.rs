@@ -1154,3 +1154,69 @@ fn a_module_that_fails_to_import_in_the_sandbox_is_sent_back() {
     let why = step["rejected"][0].as_str().unwrap_or_default();
     assert!(why.contains("DoesNotExist"), "{step}");
 }
+
+fn step_report(out: &Path, id: &str) -> serde_json::Value {
+    let report = read_json(&only_run_dir(out, "todo-api-example").join("report.json"));
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .expect("the step is in the report")
+        .clone()
+}
+
+fn run_example_with_script(script: &str, extra: &[&str]) -> (Output, PathBuf, tempfile::TempDir) {
+    let workspace = example_workspace();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script_path = dir.path().join("mock.yaml");
+    std::fs::write(&script_path, script).expect("script");
+    let out = dir.path().join("out");
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script_path)
+        .args(extra)
+        .arg(example_plan())
+        .arg("--workspace")
+        .arg(&workspace)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("the binary runs");
+    (ran, workspace, dir)
+}
+
+#[test]
+fn a_gate_keeper_rejection_is_repaired_then_approved() {
+    let script = "steps:\n  repository.review:\n    - text: '{\"approve\": false, \"issues\": [{\"severity\": \"high\", \"message\": \"unknown ids must raise KeyError\", \"line\": 4}]}'\n";
+    let (ran, _ws, dir) = run_example_with_script(script, &["--review"]);
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let step = step_report(&dir.path().join("out"), "repository");
+    let rejected = step["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{step}");
+    assert!(
+        rejected[0]
+            .as_str()
+            .unwrap()
+            .contains("unknown ids must raise KeyError"),
+        "{step}"
+    );
+    // Two answers and two reviews are paid for: answer, review (reject), answer, review
+    // (approve); the step still names its author, not the reviewer.
+    assert_eq!(step["attempts"].as_array().unwrap().len(), 4, "{step}");
+    assert_eq!(step["provider"], "mock");
+}
+
+#[test]
+fn a_review_that_gives_no_verdict_fails_closed() {
+    let script = "steps:\n  repository.review:\n    - text: 'Looks valid to me!'\n      times: 5\n";
+    let (ran, ws, dir) = run_example_with_script(script, &["--review"]);
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    let step = step_report(&dir.path().join("out"), "repository");
+    assert_eq!(step["status"], "failed");
+    assert!(
+        step["reason"].as_str().unwrap().contains("fails closed"),
+        "{step}"
+    );
+    assert!(!ws.join("app/repository.py").exists());
+}

@@ -191,6 +191,9 @@ struct RunArgs {
     /// Skip the sandbox checks (generated tests run, modules imported) before applying.
     #[arg(long)]
     no_verify: bool,
+    /// Have a second model review each step's files before they are applied (review.enabled).
+    #[arg(long)]
+    review: bool,
     /// Execution mode.
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,

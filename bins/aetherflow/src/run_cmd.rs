@@ -11,6 +11,7 @@ use aetherflow_domain::Money;
 use aetherflow_domain::run::{Mode, RunStatus};
 use aetherflow_orchestrator::apply::ApplyMode;
 use aetherflow_orchestrator::cache::ResponseCache;
+use aetherflow_orchestrator::review::ReviewOptions;
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
 use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
@@ -118,6 +119,10 @@ pub fn run(
             Some(ApplyMode::Write)
         },
         sandbox,
+        review: (args.review || settings.review.enabled).then(|| ReviewOptions {
+            provider: settings.review.provider.clone(),
+            fail_open: settings.review.fail_open,
+        }),
         ..RunOptions::default()
     };
     let output = if args.json {

@@ -24,6 +24,7 @@ use crate::events::{EventSink, RunEvent};
 use crate::extract::{ExtractedFile, extract_files};
 use crate::output::RunDir;
 use crate::prompt::{PromptInput, system_prompt, user_prompt};
+use crate::review::{REVIEW_SYSTEM, ReviewOptions, parse_verdict, review_prompt};
 use crate::routing::{ProviderSet, Target};
 use crate::workspace::Workspace;
 use aetherflow_code_safety::{Policy, scan_source};
@@ -60,6 +61,8 @@ pub struct RunOptions {
     /// The sandbox that runs generated tests and import checks before anything is applied, with
     /// its per-run limits (`None`: no sandbox verification).
     pub sandbox: Option<(aetherflow_sandbox::Sandbox, aetherflow_sandbox::Limits)>,
+    /// The gate-keeper review by a second model (`None`: no review).
+    pub review: Option<ReviewOptions>,
 }
 
 impl Default for RunOptions {
@@ -74,6 +77,7 @@ impl Default for RunOptions {
             max_repairs: 2,
             safety: Arc::new(Policy::default()),
             sandbox: None,
+            review: None,
         }
     }
 }
@@ -114,6 +118,8 @@ struct Shared {
     max_repairs: u32,
     safety: Arc<Policy>,
     sandbox: Option<(aetherflow_sandbox::Sandbox, aetherflow_sandbox::Limits)>,
+    review: Option<ReviewOptions>,
+    reviewers: Vec<Target>,
     /// One apply at a time: the run's change manifest is read and rewritten by each.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -261,6 +267,12 @@ impl Orchestrator {
             max_repairs: options.max_repairs,
             safety: Arc::clone(&options.safety),
             sandbox: options.sandbox.clone(),
+            review: options.review.clone(),
+            reviewers: options
+                .review
+                .as_ref()
+                .map(|r| self.providers.reviewers(&r.provider))
+                .unwrap_or_default(),
             apply_lock: tokio::sync::Mutex::new(()),
         });
         let mut reports: Vec<StepReport> = steps
@@ -679,6 +691,14 @@ async fn execute(
             },
             Err(feedback) => Err(feedback),
         };
+        let checked = match checked {
+            Ok(files) => match review_files(&shared, step, &files, &mut report).await {
+                Ok(()) => Ok(files),
+                Err(ReviewStop::Rejected(feedback)) => Err(feedback),
+                Err(ReviewStop::NoVerdict(reason)) => return fail(report, reason, clock),
+            },
+            Err(feedback) => Err(feedback),
+        };
         match checked {
             Ok(files) => {
                 if let Err(reason) =
@@ -715,6 +735,71 @@ async fn execute(
                 )));
             }
         }
+    }
+}
+
+enum ReviewStop {
+    /// The reviewer rejected the files: feedback for a repair.
+    Rejected(String),
+    /// No usable verdict, and the run fails closed: the step's failure reason.
+    NoVerdict(String),
+}
+
+/// Asks the gate-keeper for a verdict on the files, when the run has one.
+async fn review_files(
+    shared: &Arc<Shared>,
+    step: &aetherflow_domain::plan::Step,
+    files: &[ExtractedFile],
+    report: &mut StepReport,
+) -> Result<(), ReviewStop> {
+    let Some(options) = &shared.review else {
+        return Ok(());
+    };
+    let verdict = if shared.reviewers.is_empty() {
+        Err(format!(
+            "no reviewer: neither {} nor the default provider is configured",
+            options.provider
+        ))
+    } else {
+        let mut request = ChatRequest {
+            system: Some(REVIEW_SYSTEM.to_owned()),
+            messages: vec![Message::user(review_prompt(step, files))],
+            max_output_tokens: Some(2048),
+            step: Some(StepHint {
+                step_id: format!("{}.review", step.id),
+                step_type: aetherflow_provider::mock::REVIEW_STEP_TYPE.to_owned(),
+                summary: step
+                    .description
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                files: Vec::new(),
+                language: None,
+            }),
+            ..ChatRequest::default()
+        };
+        // The review's attempts and cost are the step's; its provider is not the author.
+        let author = (
+            report.provider.take(),
+            report.model.take(),
+            report.finish_reason.take(),
+        );
+        let answer = generate(shared, &shared.reviewers, &mut request, false, report).await;
+        (report.provider, report.model, report.finish_reason) = author;
+        answer.and_then(|response| parse_verdict(&response.text))
+    };
+    match verdict {
+        Ok(v) if v.approve => Ok(()),
+        Ok(v) => Err(ReviewStop::Rejected(v.feedback())),
+        Err(reason) if options.fail_open => {
+            tracing::warn!(step = %step.id, %reason, "no review verdict; accepted (review.fail_open)");
+            Ok(())
+        }
+        Err(reason) => Err(ReviewStop::NoVerdict(format!(
+            "the gate-keeper review gave no verdict, so the step fails closed: {reason} \
+             (set review.fail_open = true to accept unreviewed code)"
+        ))),
     }
 }
 

@@ -32,6 +32,7 @@ mod events;
 pub mod extract;
 mod output;
 pub mod prompt;
+pub mod review;
 pub mod routing;
 pub mod settings;
 pub mod setup;

@@ -147,6 +147,24 @@ impl ProviderSet {
         Ok(targets)
     }
 
+    /// The targets a gate-keeper review tries: `preferred` (Kimi by default) when configured,
+    /// then the default provider. Offline, the mock.
+    pub fn reviewers(&self, preferred: &str) -> Vec<Target> {
+        let mut names = Vec::new();
+        if !self.offline {
+            names.push(canonical_provider_name(preferred));
+        }
+        names.push(self.default.clone());
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let entry = self.entries.get(&name)?.clone();
+                Some(Target { name, entry })
+            })
+            .collect()
+    }
+
     /// The first target for `step`, or why there is none.
     pub fn route(&self, step: &Step) -> Result<Target, String> {
         let wanted = match (&step.context.provider, self.offline) {

@@ -45,6 +45,8 @@ pub struct Settings {
     pub alerts: aetherflow_resilience::alerts::AlertPolicy,
     /// The WebAssembly sandbox that runs generated Python.
     pub sandbox: SandboxSettings,
+    /// The gate-keeper review of generated files by a second model.
+    pub review: ReviewSettings,
     /// Price overrides and additions, keyed `"provider/model"`.
     pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
 }
@@ -255,6 +257,29 @@ impl Default for ServerSettings {
         ServerSettings {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[review]`: the gate-keeper, a second model that reviews a step's files before they are
+/// applied (the original's "KIMI gate-keeper").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Review every step that writes files (`aetherflow run --review` turns it on for one run).
+    pub enabled: bool,
+    /// The reviewer, tried first; the default provider answers when it is not configured.
+    pub provider: String,
+    /// Accept code when the review gives no usable verdict (default: fail closed).
+    pub fail_open: bool,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        ReviewSettings {
+            enabled: false,
+            provider: "kimi".into(),
+            fail_open: false,
         }
     }
 }

@@ -303,9 +303,15 @@ fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
 }
 
+/// The `step_type` of a gate-keeper review request: the mock approves.
+pub const REVIEW_STEP_TYPE: &str = "review";
+
 /// The mock's answer for a step: fenced blocks naming their target file for code steps, a
-/// markdown report for analysis.
+/// markdown report for analysis, an approving verdict for a review.
 pub fn default_answer(hint: &StepHint) -> String {
+    if hint.step_type == REVIEW_STEP_TYPE {
+        return "{\"approve\": true, \"issues\": []}".to_owned();
+    }
     let behaviour = StepType::parse(&hint.step_type).map(StepType::behaviour);
     let id = if hint.step_id.is_empty() {
         "request"
