@@ -1220,3 +1220,65 @@ fn a_review_that_gives_no_verdict_fails_closed() {
     );
     assert!(!ws.join("app/repository.py").exists());
 }
+
+#[test]
+fn failures_are_surveyed_and_listed_by_nature() {
+    let script = "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        import subprocess\n        subprocess.call(input(), shell=True)\n        ```\n      times: 5\n";
+    let (ran, _ws, dir) = run_example_with_script(script, &[]);
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    let out = dir.path().join("out");
+    let run_dir = only_run_dir(&out, "todo-api-example");
+    let entry = read_json(&run_dir.join("survey/repository.json"));
+    assert_eq!(entry["nature"], "validation_failed", "{entry}");
+    assert_eq!(entry["step"], "repository");
+    assert_eq!(entry["files"][0], "app/repository.py");
+    assert!(
+        entry["suggested_fix"]
+            .as_str()
+            .unwrap()
+            .contains("rejected")
+    );
+    let page = std::fs::read_to_string(run_dir.join("survey/repository.md")).unwrap();
+    assert!(page.contains("## Suggested fix"), "{page}");
+    // Skipped dependants are not failures.
+    assert!(!run_dir.join("survey/service.json").exists());
+
+    let listed = bin()
+        .args([
+            "survey",
+            "list",
+            "--format",
+            "json",
+            "--nature",
+            "validation_failed",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let entries: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1);
+    let none = bin()
+        .args([
+            "survey",
+            "list",
+            "--format",
+            "json",
+            "--nature",
+            "budget_exceeded",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert!(entries.as_array().unwrap().is_empty());
+    let bad = bin()
+        .args(["survey", "list", "--nature", "oops", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("validation_failed"));
+}

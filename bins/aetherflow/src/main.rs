@@ -10,6 +10,7 @@ mod render;
 mod run_cmd;
 mod sandbox_cmd;
 mod scan_cmd;
+mod survey_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,9 +55,41 @@ enum Command {
     Costs(CostsArgs),
     /// Check Python files with the code-safety gate (imports, bandit rules, sandbox escapes).
     Scan(ScanArgs),
+    /// The failures runs recorded (the error survey).
+    #[command(subcommand)]
+    Survey(SurveyCommand),
     /// Run Python in the WebAssembly sandbox (CPython 3.11 for WASI, no host access).
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SurveyCommand {
+    /// List the failures recorded in run folders, oldest first.
+    List(SurveyListArgs),
+}
+
+#[derive(Debug, Args)]
+struct SurveyListArgs {
+    /// Only this nature: context, provider_error, budget_exceeded, validation_failed,
+    /// review_failed, apply_failed, step_failed.
+    #[arg(long)]
+    nature: Option<String>,
+    /// Only failures from this day on (YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: SurveyFormat,
+    /// The output folder runs wrote to (default: run.out_dir).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SurveyFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +339,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Costs(args) => costs_cmd::costs(&args, &settings),
         Command::Scan(args) => scan_cmd::scan(&args),
+        Command::Survey(SurveyCommand::List(args)) => survey_cmd::list(&args, &settings),
         Command::Sandbox(SandboxCommand::Run(args)) => {
             sandbox_cmd::run(&args, &settings, &environment)
         }

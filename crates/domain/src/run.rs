@@ -178,6 +178,9 @@ pub struct StepReport {
     /// Workspace files the step wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileChange>,
+    /// What kind of failure ended it, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
 }
 
 impl StepReport {
@@ -199,6 +202,39 @@ impl StepReport {
             output_file: None,
             rejected: Vec::new(),
             files: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
+/// What kind of failure ended a step: decided where it happened, never read back from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Its context files could not be read.
+    Context,
+    /// No provider gave a usable answer (after retries and fallbacks).
+    ProviderError,
+    /// A budget cap refused the call.
+    BudgetExceeded,
+    /// Every answer was rejected (file blocks, safety gate, sandbox checks, review).
+    ValidationFailed,
+    /// The gate-keeper review gave no verdict and the run fails closed.
+    ReviewFailed,
+    /// The checked files could not be written.
+    ApplyFailed,
+}
+
+impl FailureKind {
+    /// The snake_case name used in reports and the error survey.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Context => "context",
+            FailureKind::ProviderError => "provider_error",
+            FailureKind::BudgetExceeded => "budget_exceeded",
+            FailureKind::ValidationFailed => "validation_failed",
+            FailureKind::ReviewFailed => "review_failed",
+            FailureKind::ApplyFailed => "apply_failed",
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::review::{REVIEW_SYSTEM, ReviewOptions, parse_verdict, review_prompt};
 use crate::routing::{ProviderSet, Target};
 use crate::workspace::Workspace;
 use aetherflow_code_safety::{Policy, scan_source};
-use aetherflow_domain::run::FileChange;
+use aetherflow_domain::run::{FailureKind, FileChange};
 use aetherflow_provider::FallbackClass;
 use aetherflow_resilience::alerts::{UsageAlert, UsageMonitor};
 use aetherflow_resilience::breaker::Breakers;
@@ -459,6 +459,17 @@ impl Orchestrator {
         };
         if let Some(dir) = &run_dir {
             dir.write_report(&report).await?;
+            let (path, plan_ref, report_ref) =
+                (dir.path().to_path_buf(), Arc::clone(&plan), report.clone());
+            match tokio::task::spawn_blocking(move || {
+                crate::survey::write(&path, &plan_ref, &report_ref)
+            })
+            .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not write the error survey"),
+                Err(e) => tracing::warn!(error = %e, "writing the error survey stopped"),
+            }
         }
         tracing::info!(
             %run_id,
@@ -573,8 +584,9 @@ async fn execute(
     report.started_at = Some(Utc::now());
     let clock = Instant::now();
 
-    let fail = |mut report: StepReport, reason: String, clock: Instant| {
+    let fail = |mut report: StepReport, kind: FailureKind, reason: String, clock: Instant| {
         report.status = StepStatus::Failed;
+        report.failure = Some(kind);
         report.reason = Some(reason);
         report.duration = clock.elapsed();
         Execution {
@@ -611,10 +623,13 @@ async fn execute(
         .await;
         match read {
             Ok(Ok(files)) => files,
-            Ok(Err(e)) => return fail(report, format!("context: {e}"), clock),
+            Ok(Err(e)) => {
+                return fail(report, FailureKind::Context, format!("context: {e}"), clock);
+            }
             Err(e) => {
                 return fail(
                     report,
+                    FailureKind::Context,
                     format!("context: reading files stopped: {e}"),
                     clock,
                 );
@@ -664,7 +679,7 @@ async fn execute(
         let response = match generate(&shared, &targets, &mut request, cacheable, &mut report).await
         {
             Ok(response) => response,
-            Err(reason) => return fail(report, reason, clock),
+            Err((kind, reason)) => return fail(report, kind, reason, clock),
         };
         report.duration = clock.elapsed();
         if !produces_files {
@@ -695,7 +710,9 @@ async fn execute(
             Ok(files) => match review_files(&shared, step, &files, &mut report).await {
                 Ok(()) => Ok(files),
                 Err(ReviewStop::Rejected(feedback)) => Err(feedback),
-                Err(ReviewStop::NoVerdict(reason)) => return fail(report, reason, clock),
+                Err(ReviewStop::NoVerdict(reason)) => {
+                    return fail(report, FailureKind::ReviewFailed, reason, clock);
+                }
             },
             Err(feedback) => Err(feedback),
         };
@@ -704,7 +721,7 @@ async fn execute(
                 if let Err(reason) =
                     apply_files(&shared, &step.id, ctx.auto_apply, &files, &mut report).await
                 {
-                    return fail(report, reason, clock);
+                    return fail(report, FailureKind::ApplyFailed, reason, clock);
                 }
                 report.status = StepStatus::Succeeded;
                 report.duration = clock.elapsed();
@@ -720,6 +737,7 @@ async fn execute(
                 if rejections >= shared.max_repairs {
                     return fail(
                         report,
+                        FailureKind::ValidationFailed,
                         format!(
                             "answer rejected {} time(s); last: {feedback}",
                             rejections + 1
@@ -787,7 +805,9 @@ async fn review_files(
         );
         let answer = generate(shared, &shared.reviewers, &mut request, false, report).await;
         (report.provider, report.model, report.finish_reason) = author;
-        answer.and_then(|response| parse_verdict(&response.text))
+        answer
+            .map_err(|(_, reason)| reason)
+            .and_then(|response| parse_verdict(&response.text))
     };
     match verdict {
         Ok(v) if v.approve => Ok(()),
@@ -894,7 +914,7 @@ async fn generate(
     request: &mut ChatRequest,
     cacheable: bool,
     report: &mut StepReport,
-) -> Result<aetherflow_provider::ChatResponse, String> {
+) -> Result<aetherflow_provider::ChatResponse, (FailureKind, String)> {
     let prompt_bytes = request.system.as_deref().map_or(0, str::len)
         + request
             .messages
@@ -925,9 +945,10 @@ async fn generate(
                 report.finish_reason = Some(response.finish_reason.to_string());
                 let fallback = match response.finish_reason {
                     FinishReason::MaxTokens => {
-                        return Err(
+                        return Err((
+                            FailureKind::ProviderError,
                             "the answer was cut at the output token limit; raise max_output_tokens or split the step".into(),
-                        );
+                        ));
                     }
                     FinishReason::ContextLimit => Some((
                         "the answer was cut at the model's context window",
@@ -959,13 +980,13 @@ async fn generate(
                     min_window = min_window.max(window.or(Some(needed_tokens)));
                 }
             }
-            TargetResult::Stop(reason) => return Err(reason),
+            TargetResult::Stop(reason) => return Err((FailureKind::BudgetExceeded, reason)),
         }
     }
     if reasons.is_empty() {
         reasons.push("no configured provider can take this step".into());
     }
-    Err(reasons.join("; then "))
+    Err((FailureKind::ProviderError, reasons.join("; then ")))
 }
 
 /// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the

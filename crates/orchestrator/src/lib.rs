@@ -37,6 +37,7 @@ pub mod routing;
 pub mod settings;
 pub mod setup;
 pub mod streaming;
+pub mod survey;
 pub mod verify;
 pub mod webhook;
 pub mod workspace;
