@@ -1282,3 +1282,63 @@ fn failures_are_surveyed_and_listed_by_nature() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("validation_failed"));
 }
+
+#[test]
+fn a_patch_step_inserts_only_its_fragment_and_an_idempotent_rerun_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("app")).unwrap();
+    let original = "ROUTES = []\n# ROUTES\n\ndef other():\n    return 1\n";
+    std::fs::write(ws.join("app/routes.py"), original).unwrap();
+    let plan = dir.path().join("plan.json");
+    let plan_json = serde_json::json!({
+        "task_id": "patching",
+        "description": "Register a health route",
+        "steps": [{
+            "id": "add_route",
+            "description": "Register the health route after the ROUTES marker.",
+            "type": "patch",
+            "dependencies": [],
+            "context": {
+                "language": "python",
+                "files": ["app/routes.py"],
+                "patch": {
+                    "position": "after",
+                    "marker": "# ROUTES",
+                    "idempotent": true,
+                    "replacement": "ROUTES.append(\"/health\")\n"
+                }
+            }
+        }]
+    });
+    std::fs::write(&plan, plan_json.to_string()).unwrap();
+    let run = |out: &Path| {
+        bin()
+            .args(["run", "--offline"])
+            .arg(&plan)
+            .arg("--workspace")
+            .arg(&ws)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let first = run(&dir.path().join("out1"));
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let patched = std::fs::read_to_string(ws.join("app/routes.py")).unwrap();
+    assert_eq!(
+        patched,
+        "ROUTES = []\n# ROUTES\nROUTES.append(\"/health\")\n\ndef other():\n    return 1\n"
+    );
+    let second = run(&dir.path().join("out2"));
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("app/routes.py")).unwrap(),
+        patched
+    );
+    let report = read_json(&only_run_dir(&dir.path().join("out2"), "patching").join("report.json"));
+    assert_eq!(
+        report["steps"][0]["files"][0]["action"], "unchanged",
+        "{report}"
+    );
+}

@@ -668,10 +668,10 @@ async fn execute(
         ..ChatRequest::default()
     };
 
-    let produces_files = behaviour != StepBehaviour::Analyse
-        && !ctx.files.is_empty()
-        && ctx.patch.is_none()
-        && ctx.patches.is_empty();
+    let patches: Vec<&aetherflow_domain::plan::Patch> =
+        ctx.patch.iter().chain(ctx.patches.iter()).collect();
+    let produces_files =
+        behaviour != StepBehaviour::Analyse && (!ctx.files.is_empty() || !patches.is_empty());
     let mut rejections = 0u32;
     loop {
         // `context.cache: false` keeps this step's answers out of the response cache.
@@ -690,7 +690,12 @@ async fn execute(
                 output: Some(Arc::from(response.text)),
             };
         }
-        let checked = match check_answer(&shared.safety, &response.text, &ctx.files) {
+        let answer_files = if patches.is_empty() {
+            extract_files(&response.text, &ctx.files).map_err(|p| p.feedback())
+        } else {
+            patch_answer(&shared.workspace, &patches, &ctx.files, &response.text)
+        };
+        let checked = match answer_files.and_then(|files| check_safety(&shared.safety, files)) {
             Ok(files) => match &shared.sandbox {
                 Some((sandbox, limits)) => {
                     let root = shared.workspace.root().to_path_buf();
@@ -823,14 +828,64 @@ async fn review_files(
     }
 }
 
-/// Checks an answer for a step that writes files: one block per target, and every Python file
-/// allowed by the safety policy. `Err` is feedback for the model.
-fn check_answer(
-    policy: &Policy,
+/// A patch step's new file contents: each patch's fragment (the plan's `replacement`, else the
+/// answer's fenced blocks in order, one per patch) applied to the current file. `Err` is
+/// feedback for the model.
+fn patch_answer(
+    workspace: &Workspace,
+    patches: &[&aetherflow_domain::plan::Patch],
+    files: &[String],
     text: &str,
-    targets: &[String],
 ) -> Result<Vec<ExtractedFile>, String> {
-    let files = extract_files(text, targets).map_err(|p| p.feedback())?;
+    let needed = patches.iter().filter(|p| p.replacement.is_none()).count();
+    let blocks = crate::extract::fenced_block_texts(text);
+    if blocks.len() < needed {
+        return Err(format!(
+            "this step patches existing code: answer with {needed} fenced code block(s), each holding only the fragment to insert, in the order of the patches (got {})",
+            blocks.len()
+        ));
+    }
+    let mut blocks = blocks.into_iter();
+    let mut out: Vec<ExtractedFile> = Vec::new();
+    for patch in patches {
+        let target = match (&patch.target_file, files) {
+            (Some(t), _) => t.clone(),
+            (None, [only]) => only.clone(),
+            _ => {
+                return Err(
+                    "the plan's patch names no target_file and the step lists several files".into(),
+                );
+            }
+        };
+        let current = match out.iter().find(|f| f.path == target) {
+            Some(f) => f.content.clone(),
+            None => {
+                let location = workspace
+                    .resolve(&target)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{target}: the file to patch does not exist"))?;
+                std::fs::read_to_string(&location).map_err(|e| format!("{target}: {e}"))?
+            }
+        };
+        let fragment = match &patch.replacement {
+            Some(r) => r.clone(),
+            None => blocks.next().unwrap_or_default(),
+        };
+        let patched = crate::patch::apply_patch(&current, patch, &fragment)
+            .map_err(|e| format!("{target}: {e}"))?;
+        match out.iter_mut().find(|f| f.path == target) {
+            Some(f) => f.content = patched,
+            None => out.push(ExtractedFile {
+                path: target,
+                content: patched,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Every Python file must be allowed by the safety policy. `Err` is feedback for the model.
+fn check_safety(policy: &Policy, files: Vec<ExtractedFile>) -> Result<Vec<ExtractedFile>, String> {
     let blocked: Vec<String> = files
         .iter()
         .filter(|f| f.path.ends_with(".py"))

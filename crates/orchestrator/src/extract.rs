@@ -100,6 +100,11 @@ fn fenced_blocks(answer: &str) -> Vec<Block> {
     blocks
 }
 
+/// The contents of every fenced block of an answer, in order.
+pub fn fenced_block_texts(answer: &str) -> Vec<String> {
+    fenced_blocks(answer).into_iter().map(|b| b.text).collect()
+}
+
 fn normalise(path: &str) -> String {
     let path = path
         .trim()

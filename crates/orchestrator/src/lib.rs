@@ -31,6 +31,7 @@ mod engine;
 mod events;
 pub mod extract;
 mod output;
+pub mod patch;
 pub mod prompt;
 pub mod review;
 pub mod routing;
