@@ -1011,25 +1011,11 @@ fn dry_run_writes_nothing_and_saves_diffs() {
 
 #[test]
 fn blocked_code_is_sent_back_and_the_repaired_answer_is_applied() {
-    let workspace = example_workspace();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mock.yaml");
-    std::fs::write(
-        &script,
+    let (ran, workspace, dir) = run_example_with_script(
         "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        import os\n        os.system('rm -rf ' + input())\n        ```\n",
-    )
-    .unwrap();
+        &[],
+    );
     let out = dir.path().join("out");
-    let ran = bin()
-        .args(["run", "--offline", "--mock-script"])
-        .arg(&script)
-        .arg(example_plan())
-        .arg("--workspace")
-        .arg(&workspace)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
     assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
     let written = std::fs::read_to_string(workspace.join("app/repository.py")).unwrap();
     assert!(!written.contains("os.system"), "{written}");
@@ -1052,25 +1038,11 @@ fn blocked_code_is_sent_back_and_the_repaired_answer_is_applied() {
 
 #[test]
 fn a_step_whose_answers_stay_blocked_fails_and_writes_nothing() {
-    let workspace = example_workspace();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mock.yaml");
-    std::fs::write(
-        &script,
+    let (ran, workspace, dir) = run_example_with_script(
         "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        import subprocess\n        subprocess.call(input(), shell=True)\n        ```\n      times: 5\n",
-    )
-    .unwrap();
+        &[],
+    );
     let out = dir.path().join("out");
-    let ran = bin()
-        .args(["run", "--offline", "--mock-script"])
-        .arg(&script)
-        .arg(example_plan())
-        .arg("--workspace")
-        .arg(&workspace)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
     assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
     assert!(!workspace.join("app/repository.py").exists());
     let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
@@ -1086,25 +1058,11 @@ fn a_step_whose_answers_stay_blocked_fails_and_writes_nothing() {
 
 #[test]
 fn a_generated_test_that_fails_in_the_sandbox_is_repaired() {
-    let workspace = example_workspace();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mock.yaml");
-    std::fs::write(
-        &script,
+    let (ran, workspace, dir) = run_example_with_script(
         "steps:\n  tests:\n    - text: |\n        ```python path=tests/test_repository.py\n        import unittest\n        class T(unittest.TestCase):\n            def test_wrong(self):\n                self.assertEqual(1 + 1, 3)\n        ```\n        ```python path=tests/test_service.py\n        import unittest\n        class S(unittest.TestCase):\n            def test_ok(self):\n                self.assertTrue(True)\n        ```\n",
-    )
-    .unwrap();
+        &[],
+    );
     let out = dir.path().join("out");
-    let ran = bin()
-        .args(["run", "--offline", "--mock-script"])
-        .arg(&script)
-        .arg(example_plan())
-        .arg("--workspace")
-        .arg(&workspace)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
     assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
     let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
     let step = report["steps"]
@@ -1124,25 +1082,11 @@ fn a_generated_test_that_fails_in_the_sandbox_is_repaired() {
 
 #[test]
 fn a_module_that_fails_to_import_in_the_sandbox_is_sent_back() {
-    let workspace = example_workspace();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mock.yaml");
-    std::fs::write(
-        &script,
+    let (ran, _workspace, dir) = run_example_with_script(
         "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        from app.models import DoesNotExist\n        ```\n",
-    )
-    .unwrap();
+        &[],
+    );
     let out = dir.path().join("out");
-    let ran = bin()
-        .args(["run", "--offline", "--mock-script"])
-        .arg(&script)
-        .arg(example_plan())
-        .arg("--workspace")
-        .arg(&workspace)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
     assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
     let report = read_json(&only_run_dir(&out, "todo-api-example").join("report.json"));
     let step = report["steps"]

@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use aetherflow_orchestrator::settings::Settings;
 use aetherflow_resilience::ledger::{GroupBy, read_ledger, summarise};
-use anyhow::Context;
-use chrono::{NaiveDate, TimeZone, Utc};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::run_cmd::LEDGER_FILE;
@@ -18,12 +16,7 @@ pub fn costs(args: &CostsArgs, settings: &Settings) -> anyhow::Result<ExitCode> 
         .unwrap_or_else(|| settings.run.out_dir.clone());
     let path = out.join(LEDGER_FILE);
     let since = match &args.since {
-        Some(day) => {
-            let date = NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                .with_context(|| format!("--since `{day}`: write a date as YYYY-MM-DD"))?;
-            let midnight = date.and_hms_opt(0, 0, 0).context("--since: invalid date")?;
-            Some(Utc.from_utc_datetime(&midnight))
-        }
+        Some(day) => Some(crate::parse_since(day)?),
         None => None,
     };
     let group = match args.by {

@@ -121,6 +121,16 @@ struct SandboxRunArgs {
     args: Vec<String>,
 }
 
+/// `--since YYYY-MM-DD`: midnight UTC of that day.
+fn parse_since(day: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use anyhow::Context;
+    use chrono::TimeZone;
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .with_context(|| format!("--since `{day}`: write a date as YYYY-MM-DD"))?;
+    let midnight = date.and_hms_opt(0, 0, 0).context("--since: invalid date")?;
+    Ok(chrono::Utc.from_utc_datetime(&midnight))
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())

@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use aetherflow_orchestrator::settings::Settings;
 use aetherflow_orchestrator::survey::read_all;
-use anyhow::Context;
-use chrono::{NaiveDate, TimeZone, Utc};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::{SurveyFormat, SurveyListArgs};
@@ -28,12 +26,7 @@ pub fn list(args: &SurveyListArgs, settings: &Settings) -> anyhow::Result<ExitCo
         anyhow::bail!("--nature `{nature}` is not one of: {}", NATURES.join(", "));
     }
     let since = match &args.since {
-        Some(day) => {
-            let date = NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                .with_context(|| format!("--since `{day}`: write a date as YYYY-MM-DD"))?;
-            let midnight = date.and_hms_opt(0, 0, 0).context("--since: invalid date")?;
-            Some(Utc.from_utc_datetime(&midnight))
-        }
+        Some(day) => Some(crate::parse_since(day)?),
         None => None,
     };
     let out = args
