@@ -286,10 +286,40 @@ impl Orchestrator {
         let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut cancelled = false;
         let limit = options.concurrency.get();
+        // The files each step writes: two steps that write the same file never run at once,
+        // even when the graph would allow it (the later one waits its turn, in plan order).
+        let writes: Vec<Vec<&str>> = steps
+            .iter()
+            .map(|s| {
+                if s.step_type.behaviour() == StepBehaviour::Analyse {
+                    return Vec::new();
+                }
+                let patched = s
+                    .context
+                    .patch
+                    .iter()
+                    .chain(&s.context.patches)
+                    .filter_map(|p| p.target_file.as_deref());
+                s.context
+                    .files
+                    .iter()
+                    .map(String::as_str)
+                    .chain(patched)
+                    .collect()
+            })
+            .collect();
+        let mut deferred: Vec<usize> = Vec::new();
 
         loop {
             while !cancelled && running.len() < limit {
                 let Some(i) = ready.pop_front() else { break };
+                if running_index
+                    .values()
+                    .any(|&j| writes[j].iter().any(|f| writes[i].contains(f)))
+                {
+                    deferred.push(i);
+                    continue;
+                }
                 if let Some(reason) = blocked_by(&plan, &reports, i) {
                     tracing::info!(step = %reports[i].id, %reason, "step skipped");
                     reports[i].status = StepStatus::Skipped;
@@ -339,6 +369,9 @@ impl Orchestrator {
                     .collect();
                 let handle = running.spawn(execute(Arc::clone(&shared), i, targets, deps));
                 running_index.insert(handle.id(), i);
+            }
+            for i in deferred.drain(..).rev() {
+                ready.push_front(i);
             }
 
             if running.is_empty() {

@@ -997,3 +997,43 @@ mod alerts {
         assert_eq!(alerts.len(), 1, "{events:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn steps_that_write_the_same_file_never_run_at_once() {
+    let step = |id: &str, file: &str| {
+        format!(
+            r#"{{"id":"{id}","description":"x","type":"code_generation","context":{{"files":["{file}"]}}}}"#
+        )
+    };
+    let steps = [
+        step("a1", "a.py"),
+        step("a2", "a.py"),
+        step("b1", "b.py"),
+        step("a3", "a.py"),
+    ];
+    let same_file = plan(&format!(
+        r#"{{"task_id":"same","description":"d","steps":[{}]}}"#,
+        steps.join(",")
+    ));
+    let (_d, ws) = workspace();
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let options = RunOptions {
+        concurrency: NonZeroUsize::new(4).expect("non-zero"),
+        ..RunOptions::default()
+    };
+    let (outcome, events) = run(&orchestrator, same_file, &options).await;
+    assert_eq!(outcome.report.totals.succeeded, 4);
+    // a.py's three steps took turns; b.py's ran beside them: never more than two at once.
+    assert_eq!(recording.max_in_flight.load(Ordering::SeqCst), 2);
+    // And in plan order.
+    let started: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StepStarted { step_id, .. } => Some(step_id.to_string()),
+            _ => None,
+        })
+        .filter(|id| id.starts_with('a'))
+        .collect();
+    assert_eq!(started, ["a1", "a2", "a3"]);
+}
