@@ -1007,6 +1007,10 @@ fn dry_run_writes_nothing_and_saves_diffs() {
     let run_dir = only_run_dir(out.path(), "todo-api-example");
     let diff = std::fs::read_to_string(run_dir.join("docs.diff")).unwrap();
     assert!(diff.contains("--- a/README.md"), "{diff}");
+    // And printed.
+    let printed = text(&ran.stdout);
+    assert!(printed.contains("--- a/README.md"), "{printed}");
+    assert!(printed.contains("+++ b/app/repository.py"), "{printed}");
 }
 
 #[test]

@@ -180,6 +180,17 @@ pub fn run(
     })?;
 
     summary(&outcome, output)?;
+    // A dry run shows what it would change (the diffs are also kept in the run folder).
+    if args.dry_run
+        && !args.json
+        && let Some(dir) = &outcome.run_dir
+    {
+        for step in &outcome.report.steps {
+            if let Ok(diff) = std::fs::read_to_string(dir.join(format!("{}.diff", step.id))) {
+                print!("{diff}");
+            }
+        }
+    }
     Ok(match outcome.report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(1),
