@@ -11,9 +11,24 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::BootstrapError;
 
+/// The WebAssembly compiler's crates log every instruction they compile at `trace`: gigabytes
+/// for CPython. They stay at `warn` unless `log.level` names them itself.
+const QUIET_BY_DEFAULT: &[&str] = &["cranelift", "wasmtime", "regalloc2", "wasmparser", "wit_"];
+
+/// The filter for `level`, with the compiler's crates kept quiet unless named.
+fn filter_directives(level: &str) -> String {
+    let mut directives: Vec<String> = QUIET_BY_DEFAULT
+        .iter()
+        .filter(|target| !level.contains(*target))
+        .map(|target| format!("{target}=warn"))
+        .collect();
+    directives.push(level.to_owned());
+    directives.join(",")
+}
+
 /// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
 pub fn init(settings: &LogSettings) -> Result<Option<WorkerGuard>, BootstrapError> {
-    let filter = EnvFilter::try_new(&settings.level).map_err(|e| {
+    let filter = EnvFilter::try_new(filter_directives(&settings.level)).map_err(|e| {
         BootstrapError::Logging(format!(
             "`log.level` = `{}` is not a valid filter ({e}); use e.g. warn, info, debug",
             settings.level
@@ -64,4 +79,19 @@ pub fn init(settings: &LogSettings) -> Result<Option<WorkerGuard>, BootstrapErro
         .try_init()
         .map_err(|e| BootstrapError::Logging(format!("cannot install the logger: {e}")))?;
     Ok(guard)
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+
+    #[test]
+    fn the_compiler_stays_quiet_at_trace_unless_named() {
+        let d = filter_directives("trace");
+        assert!(d.starts_with("cranelift=warn,wasmtime=warn"), "{d}");
+        assert!(d.ends_with(",trace"));
+        let d = filter_directives("info,wasmtime=debug");
+        assert!(!d.contains("wasmtime=warn"), "{d}");
+        assert!(EnvFilter::try_new(filter_directives("debug")).is_ok());
+    }
 }

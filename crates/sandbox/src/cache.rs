@@ -43,15 +43,14 @@ pub(crate) fn load(
 ) -> Result<(Module, ModuleSource, Duration), SandboxError> {
     let started = Instant::now();
     let path = cache_path(engine, dir);
-    if path.is_file() {
-        match deserialize(engine, &path) {
-            Ok(module) => return Ok((module, ModuleSource::Cache, started.elapsed())),
-            Err(e) => tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "compiled sandbox module unusable; compiling again"
-            ),
-        }
+    if let Some(module) = cached(engine, &path) {
+        return Ok((module, ModuleSource::Cache, started.elapsed()));
+    }
+    // Several processes starting at once (test suites, API replicas on one volume) would each
+    // spend seconds compiling: the first takes a lock and compiles, the others wait and load.
+    let _lock = lock(&path);
+    if let Some(module) = cached(engine, &path) {
+        return Ok((module, ModuleSource::Cache, started.elapsed()));
     }
     let module = Module::from_file(engine, &files.wasm).map_err(|e| SandboxError::Engine {
         what: "compiling the CPython module",
@@ -62,6 +61,38 @@ pub(crate) fn load(
         tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled sandbox module");
     }
     Ok((module, ModuleSource::Compiled, started.elapsed()))
+}
+
+fn cached(engine: &Engine, path: &Path) -> Option<Module> {
+    if !path.is_file() {
+        return None;
+    }
+    match deserialize(engine, path) {
+        Ok(module) => Some(module),
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "compiled sandbox module unusable; compiling again"
+            );
+            None
+        }
+    }
+}
+
+/// An exclusive lock beside the cache file, released when dropped; `None` (no waiting) when the
+/// folder cannot hold one.
+fn lock(path: &Path) -> Option<std::fs::File> {
+    let dir = path.parent()?;
+    create_private_dir(dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".compile.lock"))
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
 }
 
 fn store(module: &Module, path: &Path) -> Result<(), String> {
