@@ -136,13 +136,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApplyError {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// `<name>.generated.<ext>` beside `path`.

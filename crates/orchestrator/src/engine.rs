@@ -689,12 +689,7 @@ async fn execute(
         step: Some(StepHint {
             step_id: step.id.to_string(),
             step_type: step.step_type.to_string(),
-            summary: step
-                .description
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            summary: first_line(&step.description),
             files: ctx.files.clone(),
             language: ctx.language.clone(),
         }),
@@ -794,6 +789,11 @@ async fn execute(
     }
 }
 
+/// A step description's first line: the summary providers and the mock see.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
 enum ReviewStop {
     /// The reviewer rejected the files: feedback for a repair.
     Rejected(String),
@@ -824,12 +824,7 @@ async fn review_files(
             step: Some(StepHint {
                 step_id: format!("{}.review", step.id),
                 step_type: aetherflow_provider::mock::REVIEW_STEP_TYPE.to_owned(),
-                summary: step
-                    .description
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
+                summary: first_line(&step.description),
                 files: Vec::new(),
                 language: None,
             }),

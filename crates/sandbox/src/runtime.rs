@@ -111,15 +111,7 @@ pub(crate) fn sha256_reader(mut reader: impl Read) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 #[cfg(test)]
