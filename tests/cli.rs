@@ -1290,3 +1290,724 @@ fn a_patch_step_inserts_only_its_fragment_and_an_idempotent_rerun_changes_nothin
         "{report}"
     );
 }
+
+/// Answers each request with the next reply scripted for the `[[tag]]` its body names. Review
+/// requests (the gate-keeper's system prompt) take the replies of `review:<tag>`. The last reply
+/// of a tag repeats.
+struct ByTag(
+    std::sync::Mutex<
+        Vec<(
+            String,
+            std::collections::VecDeque<wiremock::ResponseTemplate>,
+        )>,
+    >,
+);
+
+impl ByTag {
+    fn new(script: Vec<(&str, Vec<wiremock::ResponseTemplate>)>) -> Self {
+        ByTag(std::sync::Mutex::new(
+            script
+                .into_iter()
+                .map(|(tag, replies)| (tag.to_owned(), replies.into()))
+                .collect(),
+        ))
+    }
+}
+
+impl wiremock::Respond for ByTag {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body = String::from_utf8_lossy(&request.body);
+        let review = body.contains("strict senior code reviewer");
+        let mut script = self.0.lock().expect("lock");
+        for (tag, queue) in script.iter_mut() {
+            let (is_review, name) = match tag.strip_prefix("review:") {
+                Some(name) => (true, name),
+                None => (false, tag.as_str()),
+            };
+            if is_review == review && body.contains(&format!("[[{name}]]")) {
+                let reply = if queue.len() > 1 {
+                    queue.pop_front()
+                } else {
+                    queue.front().cloned()
+                };
+                return reply.expect("a scripted reply");
+            }
+        }
+        wiremock::ResponseTemplate::new(500).set_body_string("no scripted reply")
+    }
+}
+
+/// An OpenAI-style chat completion (DeepSeek, Kimi) with the given usage.
+fn chat_completion(
+    model: &str,
+    content: &str,
+    prompt: u64,
+    completion: u64,
+) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "id": "chatcmpl-e2e", "object": "chat.completion", "created": 1_764_000_000, "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion}
+    }))
+}
+
+fn fenced(path: &str, code: &str) -> String {
+    format!("```python path={path}\n{code}```\n")
+}
+
+/// Three providers on local servers speaking their own wire formats: Gemini overloaded (503,
+/// Google's error envelope), DeepSeek answering each step, Kimi reviewing.
+struct Providers {
+    rt: tokio::runtime::Runtime,
+    gemini: wiremock::MockServer,
+    deepseek: wiremock::MockServer,
+    kimi: wiremock::MockServer,
+}
+
+impl Providers {
+    fn start(deepseek: ByTag, kimi: ByTag) -> Self {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let rt = runtime();
+        let (gemini, deepseek_server, kimi_server) = rt.block_on(async {
+            let gemini = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(503).set_body_raw(
+                    r#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}"#,
+                    "application/json",
+                ))
+                .mount(&gemini)
+                .await;
+            let ds = MockServer::start().await;
+            Mock::given(method("POST"))
+                .and(path("/chat/completions"))
+                .respond_with(deepseek)
+                .mount(&ds)
+                .await;
+            let k = MockServer::start().await;
+            Mock::given(method("POST"))
+                .and(path("/chat/completions"))
+                .respond_with(kimi)
+                .mount(&k)
+                .await;
+            (gemini, ds, k)
+        });
+        Providers {
+            rt,
+            gemini,
+            deepseek: deepseek_server,
+            kimi: kimi_server,
+        }
+    }
+
+    /// The `aetherflow` command with all three configured, retries off (one attempt per
+    /// model) and no response cache.
+    fn command(&self) -> Command {
+        let mut cmd = bin();
+        cmd.env("GEMINI_API_KEY", "AIza-e2e-gemini-key-0000")
+            .env("DEEPSEEK_API_KEY", "sk-e2e-deepseek-key-0000")
+            .env("MOONSHOT_API_KEY", "sk-e2e-kimi-key-00000000")
+            .env("AETHERFLOW_PROVIDERS__GEMINI__BASE_URL", self.gemini.uri())
+            .env(
+                "AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL",
+                self.deepseek.uri(),
+            )
+            .env("AETHERFLOW_PROVIDERS__KIMI__BASE_URL", self.kimi.uri())
+            .env("AETHERFLOW_RETRY__MAX_ATTEMPTS", "1")
+            .arg("run")
+            .arg("--no-cache");
+        cmd
+    }
+
+    fn requests(&self, server: &wiremock::MockServer) -> Vec<wiremock::Request> {
+        self.rt
+            .block_on(server.received_requests())
+            .expect("recording")
+    }
+}
+
+const MODELS_PY: &str = "from dataclasses import dataclass\n\n\n@dataclass\nclass Todo:\n    id: int\n    title: str\n    done: bool = False\n";
+const SERVICE_UNSAFE_PY: &str = "import os\n\nfrom app.models import Todo\n\n\ndef add(todos, title):\n    os.system(\"echo \" + title)\n    todo = Todo(id=len(todos) + 1, title=title)\n    todos.append(todo)\n    return todo\n";
+const SERVICE_PY: &str = "from app.models import Todo\n\n\ndef add(todos: list, title: str) -> Todo:\n    todo = Todo(id=len(todos) + 1, title=title)\n    todos.append(todo)\n    return todo\n";
+const TESTS_WRONG_PY: &str = "import unittest\n\nfrom app.service import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_ids_count_up(self):\n        todos = []\n        add(todos, \"a\")\n        self.assertEqual(add(todos, \"b\").id, 3)\n";
+const TESTS_PY: &str = "import unittest\n\nfrom app.service import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_ids_count_up(self):\n        todos = []\n        add(todos, \"a\")\n        self.assertEqual(add(todos, \"b\").id, 2)\n";
+const API_V1_PY: &str = "def list_titles(todos):\n    return sorted(t.title for t in todos)\n";
+const API_PY: &str = "def list_titles(todos):\n    return [t.title for t in todos]\n";
+
+fn pipeline_plan(dir: &Path) -> PathBuf {
+    let step = |id: &str, ty: &str, deps: &[&str], files: &[&str], extra: serde_json::Value| {
+        let mut context = serde_json::json!({"language": "python", "files": files});
+        if let (Some(c), Some(e)) = (context.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        serde_json::json!({"id": id, "description": format!("[[{id}]] the {id} step"),
+            "type": ty, "dependencies": deps, "validation_criteria": ["works"], "context": context})
+    };
+    let plan = serde_json::json!({
+        "task_id": "pipeline-e2e",
+        "description": "A small todo service",
+        "steps": [
+            step("models", "code_generation", &[], &["app/models.py"], serde_json::json!({"provider": "gemini"})),
+            step("service", "code_generation", &["models"], &["app/service.py"], serde_json::json!({})),
+            step("tests", "testing", &["service"], &["tests/test_service.py"], serde_json::json!({})),
+            step("api", "code_generation", &["service"], &["app/api.py"], serde_json::json!({"review": true})),
+            step("summary", "analysis", &["api", "tests"], &["app/service.py"], serde_json::json!({})),
+        ]
+    });
+    let path = dir.join("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("plan");
+    path
+}
+
+fn pipeline_workspace() -> PathBuf {
+    let ws = tempfile::tempdir().expect("dir").keep();
+    std::fs::create_dir_all(ws.join("app")).expect("mkdir");
+    std::fs::write(ws.join("app/__init__.py"), "").expect("write");
+    std::fs::write(ws.join("app/models.py"), "# old models\n").expect("write");
+    std::fs::write(ws.join("README.md"), "# Todo\n\nThe user's own notes.\n").expect("write");
+    ws
+}
+
+const DEEPSEEK: &str = "deepseek-v4-flash";
+const KIMI: &str = "kimi-k2.6";
+
+#[test]
+fn a_five_step_plan_over_three_providers_is_repaired_reviewed_applied_and_rolled_back() {
+    let ds = |code: &str| chat_completion(DEEPSEEK, code, 1000, 200);
+    let providers = Providers::start(
+        ByTag::new(vec![
+            ("models", vec![ds(&fenced("app/models.py", MODELS_PY))]),
+            (
+                "service",
+                vec![
+                    ds(&fenced("app/service.py", SERVICE_UNSAFE_PY)),
+                    ds(&fenced("app/service.py", SERVICE_PY)),
+                ],
+            ),
+            (
+                "tests",
+                vec![
+                    ds(&fenced("tests/test_service.py", TESTS_WRONG_PY)),
+                    ds(&fenced("tests/test_service.py", TESTS_PY)),
+                ],
+            ),
+            (
+                "api",
+                vec![
+                    ds(&fenced("app/api.py", API_V1_PY)),
+                    ds(&fenced("app/api.py", API_PY)),
+                ],
+            ),
+            (
+                "summary",
+                vec![ds("# Summary\n\nThe service adds todos.\n")],
+            ),
+        ]),
+        ByTag::new(vec![(
+            "review:api",
+            vec![
+                chat_completion(
+                    KIMI,
+                    r#"{"approve": false, "issues": [{"severity": "high", "message": "keep the order the todos were added in", "line": 2}]}"#,
+                    1000,
+                    100,
+                ),
+                chat_completion(KIMI, r#"{"approve": true, "issues": []}"#, 1000, 100),
+            ],
+        )]),
+    );
+    let out = tempfile::tempdir().expect("out");
+    let plan = pipeline_plan(out.path());
+    let ws = pipeline_workspace();
+    let before = tree(&ws);
+    let o = providers
+        .command()
+        .arg(&plan)
+        .arg("--workspace")
+        .arg(&ws)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+
+    // Each file holds exactly its own repaired block; the user's files are untouched.
+    let mut after = tree(&ws);
+    let take = |t: &mut std::collections::BTreeMap<String, Vec<u8>>, p: &str| {
+        String::from_utf8(t.remove(p).unwrap_or_else(|| panic!("{p} written"))).expect("utf-8")
+    };
+    assert_eq!(take(&mut after, "app/models.py"), MODELS_PY);
+    assert_eq!(take(&mut after, "app/service.py"), SERVICE_PY);
+    assert_eq!(take(&mut after, "tests/test_service.py"), TESTS_PY);
+    assert_eq!(take(&mut after, "app/api.py"), API_PY);
+    assert_eq!(after.get("README.md"), before.get("README.md"));
+    assert_eq!(after.get("app/__init__.py"), before.get("app/__init__.py"));
+    assert_eq!(after.len(), 2, "nothing else written: {:?}", after.keys());
+
+    let run_dir = only_run_dir(out.path(), "pipeline-e2e");
+    let report = read_json(&run_dir.join("report.json"));
+    let step = |id: &str| {
+        report["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("step {id}"))
+    };
+    // Gemini (the step's own choice) was overloaded: the step fell back to DeepSeek.
+    let models = step("models");
+    assert_eq!(models["attempts"][0]["provider"], "gemini", "{models}");
+    assert_eq!(models["attempts"][0]["error"]["kind"], "server", "{models}");
+    assert_eq!(models["attempts"][0]["cost"], 0);
+    assert_eq!(models["provider"], "deepseek");
+    assert!(!providers.requests(&providers.gemini).is_empty());
+    // Blocked code and a failing test went back to the model once each, with the reason.
+    let service = step("service");
+    assert_eq!(
+        service["rejected"].as_array().map(Vec::len),
+        Some(1),
+        "{service}"
+    );
+    assert!(
+        service["rejected"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("B605"),
+        "{service}"
+    );
+    let tests = step("tests");
+    assert_eq!(
+        tests["rejected"].as_array().map(Vec::len),
+        Some(1),
+        "{tests}"
+    );
+    assert!(
+        tests["rejected"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("test_ids_count_up"),
+        "{tests}"
+    );
+    // The gate-keeper rejected the first api module, then approved the repair.
+    let api = step("api");
+    assert_eq!(api["rejected"].as_array().map(Vec::len), Some(1), "{api}");
+    assert!(
+        api["rejected"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keep the order"),
+        "{api}"
+    );
+    assert_eq!(api["verdict"]["approve"], true, "{api}");
+    assert_eq!(api["provider"], "deepseek", "the author, not the reviewer");
+    assert!(
+        step("summary")["files"].as_array().is_none(),
+        "analysis writes no file"
+    );
+
+    // Costs: every DeepSeek answer is 1000 in + 200 out at $0.14/$0.28 per M = 196 µ$; every
+    // Kimi review 1000 in + 100 out at $0.95/$4.00 per M = 1350 µ$; failed calls cost nothing.
+    let cost = |id: &str| step(id)["cost"].as_u64().expect("cost");
+    assert_eq!(cost("models"), 196);
+    assert_eq!(cost("service"), 2 * 196);
+    assert_eq!(cost("tests"), 2 * 196);
+    assert_eq!(cost("api"), 2 * 196 + 2 * 1350);
+    assert_eq!(cost("summary"), 196);
+    assert_eq!(report["totals"]["cost"], 7 * 196 + 2 * 1350 + 196);
+    for s in report["steps"].as_array().expect("steps") {
+        let sum: u64 = s["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["cost"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(s["cost"].as_u64(), Some(sum), "{s}");
+    }
+    let answered =
+        providers.requests(&providers.deepseek).len() + providers.requests(&providers.kimi).len();
+    assert_eq!(
+        answered,
+        8 + 2,
+        "7 generations + 1 analysis on DeepSeek, 2 reviews on Kimi"
+    );
+
+    // Rollback restores the workspace byte for byte, and keeps a file the user added since.
+    std::fs::write(ws.join("notes.txt"), "mine\n").expect("write");
+    let rolled = bin()
+        .args([
+            "run",
+            "rollback",
+            report["run_id"].as_str().expect("id"),
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    assert_eq!(rolled.status.code(), Some(0), "{}", text(&rolled.stderr));
+    let mut restored = tree(&ws);
+    assert_eq!(
+        restored.remove("notes.txt").as_deref(),
+        Some(&b"mine\n"[..])
+    );
+    assert_eq!(restored, before);
+    let all = format!("{}{}{report}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        !all.contains("e2e-deepseek-key") && !all.contains("e2e-gemini-key"),
+        "a key leaked"
+    );
+}
+
+fn run_dirs(out: &Path, task: &str) -> Vec<serde_json::Value> {
+    let mut reports: Vec<serde_json::Value> = std::fs::read_dir(out.join(task))
+        .expect("task folder")
+        .filter_map(Result::ok)
+        .map(|e| read_json(&e.path().join("report.json")))
+        .collect();
+    reports.sort_by_key(|r| r["workflow"]["number"].as_u64());
+    reports
+}
+
+#[test]
+fn proto_runs_fast_applies_then_double_checks_what_it_applied() {
+    // The double-check of `repository` rejects; the proto run still applied the files (that is
+    // what proto means), and the workflow fails with the verdict in the report.
+    let script = "steps:\n  repository.review:\n    - text: '{\"approve\": false, \"issues\": [{\"severity\": \"medium\", \"message\": \"no input validation\", \"line\": 3}]}'\n";
+    let (ran, ws, dir) = run_example_with_script(script, &["--workflow", "proto"]);
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    let stdout = text(&ran.stdout);
+    assert!(stdout.contains("proto workflow:"), "{stdout}");
+    assert!(stdout.contains("repository rejected"), "{stdout}");
+    assert!(stdout.contains("no input validation"), "{stdout}");
+    assert!(
+        ws.join("app/repository.py").is_file(),
+        "the fast pass applied"
+    );
+
+    let reports = run_dirs(&dir.path().join("out"), "todo-api-example");
+    assert_eq!(reports.len(), 2);
+    let (fast, check) = (&reports[0], &reports[1]);
+    assert_eq!(fast["mode"], "fast");
+    assert_eq!(fast["workflow"]["phase"], "run");
+    assert_eq!(fast["status"], "succeeded");
+    assert_eq!(check["mode"], "double-check");
+    assert_eq!(check["workflow"]["phase"], "double-check");
+    assert_eq!(check["workflow"]["previous_run"], fast["run_id"]);
+    let steps = check["steps"].as_array().expect("steps");
+    let repository = steps
+        .iter()
+        .find(|s| s["id"] == "repository")
+        .expect("step");
+    assert_eq!(repository["verdict"]["approve"], false, "{repository}");
+    assert_eq!(repository["verdict"]["issues"][0]["line"], 3);
+    assert_eq!(repository["failure"], "validation_failed");
+    // Every other step that wrote files was approved; analysis steps had nothing to check.
+    for s in steps.iter().filter(|s| s["id"] != "repository") {
+        assert_eq!(s["status"], "succeeded", "{s}");
+        match s["verdict"]["approve"].as_bool() {
+            Some(approved) => assert!(approved, "{s}"),
+            None => assert!(s["attempts"].as_array().is_some_and(Vec::is_empty), "{s}"),
+        }
+    }
+    // Nothing was generated or applied by the double-check.
+    assert!(steps.iter().all(|s| s["files"].is_null()), "{check}");
+}
+
+#[test]
+fn prod_drafts_fast_refines_with_the_draft_then_double_checks() {
+    let ds = |code: &str| chat_completion(DEEPSEEK, code, 1000, 200);
+    let providers = Providers::start(
+        ByTag::new(vec![(
+            "service",
+            vec![
+                ds(&fenced("app/service.py", SERVICE_UNSAFE_PY)),
+                ds(&fenced("app/service.py", SERVICE_PY)),
+            ],
+        )]),
+        ByTag::new(vec![(
+            "review:service",
+            vec![chat_completion(
+                KIMI,
+                r#"{"approve": true, "issues": []}"#,
+                1000,
+                100,
+            )],
+        )]),
+    );
+    let out = tempfile::tempdir().expect("out");
+    let plan = out.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        serde_json::json!({"task_id": "prod-e2e", "description": "d", "steps": [
+            {"id": "service", "description": "[[service]] the service", "type": "code_generation",
+             "context": {"language": "python", "files": ["app/service.py"]}}]})
+        .to_string(),
+    )
+    .expect("plan");
+    let ws = pipeline_workspace();
+    std::fs::write(ws.join("app/models.py"), MODELS_PY).expect("write");
+    let o = providers
+        .command()
+        .args(["--workflow", "prod"])
+        .arg(&plan)
+        .arg("--workspace")
+        .arg(&ws)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+
+    // The draft (unsafe, never applied) reached the refinement as context; the refined,
+    // checked file is what the workspace holds.
+    let calls = providers.requests(&providers.deepseek);
+    assert_eq!(calls.len(), 2, "one draft, one refinement");
+    let refine = String::from_utf8_lossy(&calls[1].body).into_owned();
+    assert!(refine.contains("Draft to improve"), "{refine}");
+    assert!(
+        refine.contains("os.system"),
+        "the draft's text is in the prompt"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("app/service.py")).expect("written"),
+        SERVICE_PY
+    );
+    let reports = run_dirs(out.path(), "prod-e2e");
+    let phases: Vec<&str> = reports
+        .iter()
+        .map(|r| r["workflow"]["phase"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(phases, ["draft", "refine", "double-check"]);
+    assert_eq!(reports[0]["mode"], "fast");
+    assert_eq!(reports[1]["mode"], "build");
+    assert!(
+        reports[0]["steps"][0]["files"].is_null(),
+        "the draft applied nothing"
+    );
+    assert_eq!(reports[2]["steps"][0]["verdict"]["approve"], true);
+    assert_eq!(reports[2]["steps"][0]["provider"], "kimi");
+    assert_eq!(providers.requests(&providers.kimi).len(), 1);
+}
+
+#[test]
+fn a_budget_that_runs_out_stops_the_pipeline_without_passing_its_cap() {
+    let ds = |code: &str| chat_completion(DEEPSEEK, code, 1000, 200);
+    let providers = Providers::start(
+        ByTag::new(vec![
+            ("models", vec![ds(&fenced("app/models.py", MODELS_PY))]),
+            ("service", vec![ds(&fenced("app/service.py", SERVICE_PY))]),
+            (
+                "tests",
+                vec![ds(&fenced("tests/test_service.py", TESTS_PY))],
+            ),
+            ("api", vec![ds(&fenced("app/api.py", API_PY))]),
+            ("summary", vec![ds("# Summary\n")]),
+        ]),
+        ByTag::new(vec![(
+            "review:api",
+            vec![chat_completion(
+                KIMI,
+                r#"{"approve": true, "issues": []}"#,
+                1000,
+                100,
+            )],
+        )]),
+    );
+    let out = tempfile::tempdir().expect("out");
+    let plan = pipeline_plan(out.path());
+    let ws = pipeline_workspace();
+    // Each DeepSeek call may cost up to ~2.5 m$ (8192 output tokens at $0.28/M plus the
+    // prompt) and really costs 0.196 m$: a 3 m$ cap admits the first calls, then refuses.
+    let o = providers
+        .command()
+        .args(["--budget", "0.003"])
+        .arg(&plan)
+        .arg("--workspace")
+        .arg(&ws)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let report = read_json(&only_run_dir(out.path(), "pipeline-e2e").join("report.json"));
+    let steps = report["steps"].as_array().expect("steps");
+    let status = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["status"].as_str().unwrap_or("?").to_owned())
+    };
+    assert_eq!(status("models").as_deref(), Some("succeeded"), "{report}");
+    let refused: Vec<&serde_json::Value> = steps
+        .iter()
+        .filter(|s| s["failure"] == "budget_exceeded")
+        .collect();
+    assert!(!refused.is_empty(), "{report}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("budget for run"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(status("summary").as_deref(), Some("skipped"), "{report}");
+    let spent = report["totals"]["cost"].as_u64().expect("cost");
+    assert!(spent <= 3000, "spent {spent} µ$ of a 3000 µ$ cap");
+    // Only calls that were admitted reached a provider, and each was paid for.
+    let paid = steps
+        .iter()
+        .flat_map(|s| s["attempts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["provider"] == "deepseek" || a["provider"] == "kimi")
+        .count();
+    let received =
+        providers.requests(&providers.deepseek).len() + providers.requests(&providers.kimi).len();
+    assert_eq!(paid, received);
+    // The refused step wrote nothing.
+    for s in &refused {
+        let file = s["id"].as_str().map(|id| match id {
+            "tests" => "tests/test_service.py",
+            "api" => "app/api.py",
+            _ => "app/service.py",
+        });
+        if let Some(file) = file.filter(|_| s["id"] != "service") {
+            assert!(!ws.join(file).exists(), "{file} written by a refused step");
+        }
+    }
+}
+
+#[test]
+fn a_plan_whose_files_escape_the_workspace_is_rejected_before_any_call() {
+    let providers = Providers::start(ByTag::new(vec![]), ByTag::new(vec![]));
+    let out = tempfile::tempdir().expect("out");
+    let ws = pipeline_workspace();
+    for escape in ["../outside.py", "/etc/cron.d/x.py", "app/../../outside.py"] {
+        let plan = out.path().join("escape.json");
+        std::fs::write(
+            &plan,
+            serde_json::json!({"task_id": "escape", "description": "d", "steps": [
+                {"id": "s", "description": "[[s]] write", "type": "code_generation",
+                 "context": {"files": [escape]}}]})
+            .to_string(),
+        )
+        .expect("plan");
+        let o = providers
+            .command()
+            .arg(&plan)
+            .arg("--workspace")
+            .arg(&ws)
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(2), "{escape}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(escape),
+            "{escape}: {}",
+            text(&o.stderr)
+        );
+    }
+    for server in [&providers.gemini, &providers.deepseek, &providers.kimi] {
+        assert!(providers.requests(server).is_empty(), "no call was made");
+    }
+    assert!(!ws.parent().expect("parent").join("outside.py").exists());
+    assert!(!out.path().join("escape").exists(), "no run folder either");
+}
+
+#[test]
+fn a_plan_sets_its_own_safety_policy_review_and_sandbox_switch() {
+    // The plan allows `requests` (blocked by default), turns the review on and fail-open for
+    // all its steps, and switches the sandbox off for the step whose module would not import
+    // there (no `requests` inside the sandbox).
+    let script = "steps:\n  repository:\n    - text: |\n        ```python path=app/repository.py\n        import requests\n\n\n        def fetch(url):\n            return requests.get(url, timeout=5).json()\n        ```\n      times: 5\n  repository.review:\n    - text: 'no verdict here'\n      times: 3\n";
+    let dir = tempfile::tempdir().expect("dir");
+    let mut plan: serde_json::Value = read_json(&example_plan());
+    plan["safety"] = serde_json::json!({"imports": {"allow": ["requests"]}});
+    plan["review"] = serde_json::json!({"enabled": true, "fail_open": true});
+    let steps = plan["steps"].as_array_mut().expect("steps");
+    let repository = steps
+        .iter_mut()
+        .find(|s| s["id"] == "repository")
+        .expect("step");
+    repository["context"]["verify"] = serde_json::json!(false);
+    let plan_path = dir.path().join("plan.json");
+    std::fs::write(&plan_path, plan.to_string()).expect("plan");
+    let script_path = dir.path().join("mock.yaml");
+    std::fs::write(&script_path, script).expect("script");
+    let ws = example_workspace();
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script_path)
+        .arg(&plan_path)
+        .arg("--workspace")
+        .arg(&ws)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("runs");
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}{}",
+        text(&ran.stdout),
+        text(&ran.stderr)
+    );
+    let written = std::fs::read_to_string(ws.join("app/repository.py")).expect("applied");
+    assert!(written.contains("import requests"), "{written}");
+    let step = step_report(&dir.path().join("out"), "repository");
+    assert!(step["rejected"].is_null(), "{step}");
+    // The review ran (fail-open: its non-answer did not block), and was paid for.
+    assert!(
+        step["attempts"].as_array().expect("attempts").len() >= 2,
+        "{step}"
+    );
+
+    // Without the plan's settings the same answer is blocked by the safety gate.
+    plan["safety"] = serde_json::Value::Null;
+    std::fs::write(&plan_path, plan.to_string()).expect("plan");
+    let ws = example_workspace();
+    let ran = bin()
+        .args(["run", "--offline", "--mock-script"])
+        .arg(&script_path)
+        .arg(&plan_path)
+        .arg("--workspace")
+        .arg(&ws)
+        .arg("--out")
+        .arg(dir.path().join("out2"))
+        .output()
+        .expect("runs");
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    assert!(!ws.join("app/repository.py").exists());
+
+    // A bad setting is refused before anything runs, naming where it is.
+    plan["safety"] = serde_json::json!({"disable_rules": ["B999"]});
+    std::fs::write(&plan_path, plan.to_string()).expect("plan");
+    let checked = bin()
+        .args(["plan", "validate"])
+        .arg(&plan_path)
+        .output()
+        .expect("runs");
+    assert_eq!(checked.status.code(), Some(2), "{}", text(&checked.stdout));
+    let said = format!("{}{}", text(&checked.stdout), text(&checked.stderr));
+    assert!(said.contains("safety") && said.contains("B999"), "{said}");
+}

@@ -237,9 +237,14 @@ struct RunArgs {
     /// Have a second model review each step's files before they are applied (review.enabled).
     #[arg(long)]
     review: bool,
-    /// Execution mode.
+    /// Execution mode; double-check also turns on the review (default: run.mode).
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
+    /// direct: one run in the mode. proto: a fast run that applies, then a second model
+    /// double-checks what it applied. prod: a fast draft, a build-mode refinement given the
+    /// draft, then the double-check (default: run.workflow).
+    #[arg(long, value_enum)]
+    workflow: Option<WorkflowArg>,
     /// The project folder the plan reads and changes.
     #[arg(long, value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
@@ -282,6 +287,13 @@ enum RunAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WorkflowArg {
+    Direct,
+    Proto,
+    Prod,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

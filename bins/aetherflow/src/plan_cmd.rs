@@ -28,7 +28,18 @@ pub fn read_plan(path: &Path) -> anyhow::Result<ValidPlan> {
             e.utf8_error().valid_up_to()
         )
     })?;
-    load_plan(&text, PlanFormat::from_path(path)).map_err(|e| anyhow::anyhow!("{shown}: {e}"))
+    let plan = load_plan(&text, PlanFormat::from_path(path))
+        .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    // The plan's own safety and review settings are checked here too, so `plan validate` and
+    // `run` both reject a bad rule id or import pattern before anything else happens.
+    aetherflow_orchestrator::rules::step_rules(
+        plan.plan(),
+        &std::sync::Arc::new(aetherflow_code_safety::Policy::default()),
+        None,
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    Ok(plan)
 }
 
 pub fn validate(paths: &[std::path::PathBuf], json: bool) -> anyhow::Result<ExitCode> {

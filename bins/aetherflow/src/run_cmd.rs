@@ -8,14 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aetherflow_domain::Money;
-use aetherflow_domain::run::{Mode, RunStatus};
+use aetherflow_domain::run::{Mode, Phase, RunStatus, Workflow};
 use aetherflow_orchestrator::apply::ApplyMode;
 use aetherflow_orchestrator::cache::ResponseCache;
 use aetherflow_orchestrator::review::ReviewOptions;
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
 use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
-use aetherflow_orchestrator::{EventSink, Orchestrator, Resilience, RunOptions, mock_provider_set};
+use aetherflow_orchestrator::{
+    EventSink, Orchestrator, Resilience, RunOptions, WorkflowOutcome, WorkflowRun,
+    mock_provider_set,
+};
 use aetherflow_provider::mock::{MockProvider, MockScript};
 use aetherflow_resilience::alerts::UsageMonitor;
 use aetherflow_resilience::breaker::Breakers;
@@ -28,7 +31,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::render::{Output, render_events, summary};
-use crate::{ModeArg, RunArgs};
+use crate::{ModeArg, RunArgs, WorkflowArg};
 use aetherflow_bootstrap::Environment;
 
 pub fn run(
@@ -50,6 +53,12 @@ pub fn run(
         Some(ModeArg::Build) => Mode::Build,
         Some(ModeArg::DoubleCheck) => Mode::DoubleCheck,
         None => settings.run.mode,
+    };
+    let workflow = match args.workflow {
+        Some(WorkflowArg::Direct) => Workflow::Direct,
+        Some(WorkflowArg::Proto) => Workflow::Proto,
+        Some(WorkflowArg::Prod) => Workflow::Prod,
+        None => settings.run.workflow,
     };
 
     let mut reloader = None;
@@ -98,6 +107,10 @@ pub fn run(
             ResponseCache::new(&settings.cache)
         },
     });
+    let reviewer = ReviewOptions {
+        provider: settings.review.provider.clone(),
+        fail_open: settings.review.fail_open,
+    };
     let sandbox = if args.no_verify {
         None
     } else {
@@ -119,12 +132,12 @@ pub fn run(
             Some(ApplyMode::Write)
         },
         sandbox,
-        review: (args.review || settings.review.enabled).then(|| ReviewOptions {
-            provider: settings.review.provider.clone(),
-            fail_open: settings.review.fail_open,
-        }),
+        // DOUBLE-CHECK is build mode plus the second model's review.
+        review: (args.review || settings.review.enabled || mode == Mode::DoubleCheck)
+            .then(|| reviewer.clone()),
         ..RunOptions::default()
     };
+    let mut passes = WorkflowRun::new(workflow, options, reviewer);
     let output = if args.json {
         Output::Json
     } else if std::io::stderr().is_terminal() {
@@ -170,31 +183,113 @@ pub fn run(
                 }
             }
         });
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let renderer = tokio::spawn(render_events(rx, output, plan.steps().len()));
-        let outcome = orchestrator
-            .run(Arc::clone(&plan), &options, EventSink::new(tx), cancel)
-            .await;
-        let _ = renderer.await;
-        anyhow::Ok(outcome?)
+        // Each pass of the workflow is a run of its own, rendered and summarised on its own.
+        while let Some((phase, options)) = passes.next_pass() {
+            if let (Some(stage), false) = (&options.stage, args.json) {
+                eprintln!(
+                    "== {} workflow, pass {}/{}: {phase}",
+                    stage.workflow, stage.number, stage.of
+                );
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let renderer = tokio::spawn(render_events(rx, output, plan.steps().len()));
+            let outcome = orchestrator
+                .run(
+                    Arc::clone(&plan),
+                    &options,
+                    EventSink::new(tx),
+                    cancel.clone(),
+                )
+                .await;
+            let _ = renderer.await;
+            let outcome = outcome?;
+            summary(&outcome, output)?;
+            // A dry run shows what it would change (the diffs are also kept in the run folder).
+            if args.dry_run
+                && !args.json
+                && let Some(dir) = &outcome.run_dir
+            {
+                for step in &outcome.report.steps {
+                    if let Ok(diff) = std::fs::read_to_string(dir.join(format!("{}.diff", step.id)))
+                    {
+                        print!("{diff}");
+                    }
+                }
+            }
+            passes.record(outcome);
+        }
+        anyhow::Ok(passes.finish())
     })?;
 
-    summary(&outcome, output)?;
-    // A dry run shows what it would change (the diffs are also kept in the run folder).
-    if args.dry_run
-        && !args.json
-        && let Some(dir) = &outcome.run_dir
-    {
-        for step in &outcome.report.steps {
-            if let Ok(diff) = std::fs::read_to_string(dir.join(format!("{}.diff", step.id))) {
-                print!("{diff}");
-            }
-        }
+    if workflow != Workflow::Direct {
+        workflow_summary(&outcome, output)?;
     }
-    Ok(match outcome.report.status {
+    Ok(match outcome.status() {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(1),
     })
+}
+
+/// After the passes of a PROTO or PROD workflow: each pass, the double-check verdicts, the total.
+fn workflow_summary(outcome: &WorkflowOutcome, output: Output) -> anyhow::Result<()> {
+    let status = outcome.status();
+    if output == Output::Json {
+        let line = serde_json::json!({
+            "event": "workflow",
+            "workflow": outcome.workflow,
+            "status": status,
+            "cost_usd": outcome.cost().to_string(),
+            "runs": outcome.runs.iter().map(|r| serde_json::json!({
+                "run_id": r.report.run_id,
+                "phase": r.report.workflow.as_ref().map(|s| s.phase),
+                "status": r.report.status,
+                "run_dir": r.run_dir.as_ref().map(|p| p.display().to_string()),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string(&line)?);
+        return Ok(());
+    }
+    println!("{} workflow:", outcome.workflow);
+    for run in &outcome.runs {
+        let phase = run
+            .report
+            .workflow
+            .as_ref()
+            .map_or("run", |s| s.phase.as_str());
+        println!(
+            "  {phase:<13} run {} · {:?} · {}",
+            run.report.run_id, run.report.status, run.report.totals.cost
+        );
+    }
+    if let Some(check) = outcome.runs.last().filter(|r| {
+        r.report
+            .workflow
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::DoubleCheck)
+    }) {
+        for step in &check.report.steps {
+            let Some(verdict) = &step.verdict else {
+                continue;
+            };
+            let word = if verdict.approve {
+                "approved"
+            } else {
+                "rejected"
+            };
+            println!("  {} {word}", step.id);
+            for issue in &verdict.issues {
+                let at = issue
+                    .line
+                    .map(|l| format!(" line {l}:"))
+                    .unwrap_or_default();
+                println!("    - [{:?}]{at} {}", issue.severity, issue.message);
+            }
+        }
+    } else if status != RunStatus::Cancelled {
+        println!("  no double-check: no step produced files to check");
+    }
+    println!("{status:?} · {} in all", outcome.cost());
+    Ok(())
 }
 
 /// Sets the day and month caps, with today's and this month's spend from the ledger.

@@ -30,6 +30,7 @@ pub mod render;
 pub mod rules;
 mod scan;
 mod source;
+pub mod stdlib;
 
 pub use finding::{Confidence, Cwe, Finding, Rule, RuleKind, Severity};
 pub use policy::{

@@ -327,6 +327,26 @@ impl Policy {
         Ok(out)
     }
 
+    /// This policy, also allowing the project's own top-level modules and packages (`app` allows
+    /// `app` and `app.*`). Names of standard-library modules are never added, so a workspace file
+    /// called `subprocess.py` cannot unlock `import subprocess`; names that are not Python
+    /// identifiers are ignored, and the deny list still wins.
+    pub fn allowing_local_modules<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Policy {
+        let mut out = self.clone();
+        for name in names {
+            let pattern = format!("{name}.*");
+            if crate::stdlib::is_stdlib_module(name)
+                || validate_pattern(name).is_err()
+                || name.contains('.')
+                || out.imports.allow.contains(&pattern)
+            {
+                continue;
+            }
+            out.imports.allow.push(pattern);
+        }
+        out
+    }
+
     /// Whether the rule with this id runs.
     pub fn rule_enabled(&self, id: &str) -> bool {
         !self
@@ -372,6 +392,31 @@ mod tests {
         assert!(!p.allows("os"));
         assert!(!p.allows("subprocess"));
         assert!(!p.allows("re.x") || p.allows("re"));
+    }
+
+    #[test]
+    fn local_modules_are_allowed_but_never_shadow_the_standard_library() {
+        let mut base = Policy::default();
+        base.imports.deny.push("legacy.*".into());
+        let p = base.allowing_local_modules([
+            "app",
+            "tests",
+            "subprocess",
+            "os",
+            "legacy",
+            "a-b",
+            "x.y",
+        ]);
+        assert!(p.imports.allows("app"));
+        assert!(p.imports.allows("app.models"));
+        assert!(p.imports.allows("tests.test_app"));
+        assert!(
+            !p.imports.allows("subprocess"),
+            "a local subprocess.py unlocks nothing"
+        );
+        assert!(!p.imports.allows("os"));
+        assert!(!p.imports.allows("legacy"), "deny still wins");
+        assert!(!p.imports.allows("a-b") && !p.imports.allows("x"));
     }
 
     #[test]

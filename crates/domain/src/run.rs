@@ -61,6 +61,159 @@ impl FromStr for Mode {
     }
 }
 
+/// How a plan is carried through: the original's three workflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workflow {
+    /// One run in the chosen mode (the default).
+    #[default]
+    Direct,
+    /// A fast run that applies its files, then a double-check review of what it applied.
+    Proto,
+    /// A fast draft, a build-mode refinement given the draft, then a double-check review.
+    Prod,
+}
+
+impl Workflow {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workflow::Direct => "direct",
+            Workflow::Proto => "proto",
+            Workflow::Prod => "prod",
+        }
+    }
+
+    /// The passes this workflow makes, in order.
+    pub fn phases(self) -> &'static [Phase] {
+        match self {
+            Workflow::Direct => &[Phase::Run],
+            Workflow::Proto => &[Phase::Run, Phase::DoubleCheck],
+            Workflow::Prod => &[Phase::Draft, Phase::Refine, Phase::DoubleCheck],
+        }
+    }
+}
+
+impl fmt::Display for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Workflow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "direct" => Ok(Workflow::Direct),
+            "proto" | "prototype" => Ok(Workflow::Proto),
+            "prod" | "production" => Ok(Workflow::Prod),
+            _ => Err(format!("unknown workflow `{s}`: use direct, proto or prod")),
+        }
+    }
+}
+
+/// One pass of a workflow; each pass is a run with its own folder and report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Generate, check and apply every step.
+    Run,
+    /// Generate a fast first draft of every step; nothing is applied.
+    Draft,
+    /// Generate again in build mode with the draft as context, check and apply.
+    Refine,
+    /// A second model reviews the files the previous pass produced; nothing is generated.
+    DoubleCheck,
+}
+
+impl Phase {
+    /// The name used in reports and progress output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Run => "run",
+            Phase::Draft => "draft",
+            Phase::Refine => "refine",
+            Phase::DoubleCheck => "double-check",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a run stands in its workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowStage {
+    /// The workflow.
+    pub workflow: Workflow,
+    /// This run's pass.
+    pub phase: Phase,
+    /// 1-based position of the pass.
+    pub number: u32,
+    /// Passes in the workflow.
+    pub of: u32,
+    /// The run of the pass before, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_run: Option<RunId>,
+}
+
+/// How bad a reviewer's issue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssueSeverity {
+    /// Worth knowing.
+    Low,
+    /// Should be fixed.
+    Medium,
+    /// Must be fixed.
+    High,
+}
+
+/// One problem a reviewer found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewIssue {
+    /// How bad.
+    pub severity: IssueSeverity,
+    /// What and how to fix it.
+    pub message: String,
+    /// The line, when it points at one.
+    #[serde(default)]
+    pub line: Option<u32>,
+}
+
+/// A reviewer's verdict, in the strict shape reviewers must answer in:
+/// `{"approve": bool, "issues": [{"severity", "message", "line"}]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewVerdict {
+    /// Whether the files may be used.
+    pub approve: bool,
+    /// What it found.
+    pub issues: Vec<ReviewIssue>,
+}
+
+impl ReviewVerdict {
+    /// The feedback for the model when the review rejects.
+    pub fn feedback(&self) -> String {
+        let mut lines = vec!["the gate-keeper review rejected it:".to_owned()];
+        for issue in &self.issues {
+            let at = issue
+                .line
+                .map(|l| format!(" line {l}:"))
+                .unwrap_or_default();
+            lines.push(format!("- [{:?}]{at} {}", issue.severity, issue.message));
+        }
+        if self.issues.is_empty() {
+            lines.push("- (no reason given)".to_owned());
+        }
+        lines.join("\n")
+    }
+}
+
 /// Where a step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,6 +334,9 @@ pub struct StepReport {
     /// What kind of failure ended it, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureKind>,
+    /// The last review verdict on its files (gate-keeper or double-check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<ReviewVerdict>,
 }
 
 impl StepReport {
@@ -203,6 +359,7 @@ impl StepReport {
             rejected: Vec::new(),
             files: Vec::new(),
             failure: None,
+            verdict: None,
         }
     }
 }
@@ -303,6 +460,9 @@ pub struct RunReport {
     /// Circuit breakers of the providers this run used, as they stood at its end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breakers: Vec<BreakerSnapshot>,
+    /// The workflow pass this run was, when it was one of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowStage>,
 }
 
 /// A circuit breaker's state at a point in time.

@@ -26,9 +26,11 @@ use crate::output::RunDir;
 use crate::prompt::{PromptInput, system_prompt, user_prompt};
 use crate::review::{REVIEW_SYSTEM, ReviewOptions, parse_verdict, review_prompt};
 use crate::routing::{ProviderSet, Target};
+use crate::rules::{StepRules, step_rules};
 use crate::workspace::Workspace;
 use aetherflow_code_safety::{Policy, scan_source};
-use aetherflow_domain::run::{FailureKind, FileChange};
+use aetherflow_domain::StepId;
+use aetherflow_domain::run::{FailureKind, FileChange, WorkflowStage};
 use aetherflow_provider::FallbackClass;
 use aetherflow_resilience::alerts::{UsageAlert, UsageMonitor};
 use aetherflow_resilience::breaker::Breakers;
@@ -63,6 +65,29 @@ pub struct RunOptions {
     pub sandbox: Option<(aetherflow_sandbox::Sandbox, aetherflow_sandbox::Limits)>,
     /// The gate-keeper review by a second model (`None`: no review).
     pub review: Option<ReviewOptions>,
+    /// What the run does with each step: generate it, refine an earlier draft, or double-check
+    /// files an earlier run produced.
+    pub pass: Pass,
+    /// The workflow pass this run is, recorded in its report (`None`: a direct run).
+    pub stage: Option<WorkflowStage>,
+}
+
+/// What a run does with each step.
+#[derive(Debug, Clone, Default)]
+pub enum Pass {
+    /// Generate, check and apply (the default).
+    #[default]
+    Generate,
+    /// Generate a first draft of each step and keep the answer as it is: no extraction, checks
+    /// or apply (the PROD workflow's draft, read by its refinement).
+    Draft,
+    /// As `Generate`, with an earlier run's answer for the step in the prompt as a draft to
+    /// improve.
+    Refine(Arc<HashMap<StepId, Arc<str>>>),
+    /// A reviewer (the run's `review` options) judges the files an earlier run produced for each
+    /// step; nothing is generated or applied. Steps absent from the map (they did not succeed)
+    /// are skipped; steps mapped to no files succeed with nothing to check.
+    DoubleCheck(Arc<HashMap<StepId, Vec<ExtractedFile>>>),
 }
 
 impl Default for RunOptions {
@@ -78,6 +103,8 @@ impl Default for RunOptions {
             safety: Arc::new(Policy::default()),
             sandbox: None,
             review: None,
+            pass: Pass::Generate,
+            stage: None,
         }
     }
 }
@@ -91,6 +118,9 @@ pub struct RunOutcome {
     pub run_dir: Option<PathBuf>,
     /// Each step's output text, by step index (`None` when it produced none).
     pub outputs: Vec<Option<Arc<str>>>,
+    /// Each step's checked files, by step index: what was applied (or, in a dry run or review,
+    /// would have been). Empty for steps that produced no files.
+    pub files: Vec<Vec<ExtractedFile>>,
 }
 
 /// Runs plans against a set of providers inside one workspace.
@@ -116,10 +146,13 @@ struct Shared {
     run_dir: Option<PathBuf>,
     apply: Option<ApplyMode>,
     max_repairs: u32,
-    safety: Arc<Policy>,
     sandbox: Option<(aetherflow_sandbox::Sandbox, aetherflow_sandbox::Limits)>,
-    review: Option<ReviewOptions>,
-    reviewers: Vec<Target>,
+    providers: ProviderSet,
+    fallback: FallbackPolicy,
+    mode: Mode,
+    /// Each step's rules (policy, review, sandbox) and its reviewers, by step index.
+    rules: Vec<(StepRules, Vec<Target>)>,
+    pass: Pass,
     /// One apply at a time: the run's change manifest is read and rewritten by each.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -177,6 +210,7 @@ struct Execution {
     index: usize,
     report: StepReport,
     output: Option<Arc<str>>,
+    files: Vec<ExtractedFile>,
 }
 
 impl Orchestrator {
@@ -215,6 +249,31 @@ impl Orchestrator {
         events: EventSink,
         cancel: CancellationToken,
     ) -> Result<RunOutcome, RunError> {
+        // Every step's rules are checked before anything is written or sent.
+        // Generated code may import the project's own modules.
+        let safety = Arc::new(
+            options.safety.allowing_local_modules(
+                crate::rules::local_modules(self.workspace.root(), plan.plan())
+                    .iter()
+                    .map(String::as_str),
+            ),
+        );
+        let rules: Vec<(StepRules, Vec<Target>)> = step_rules(
+            plan.plan(),
+            &safety,
+            options.review.as_ref(),
+            matches!(options.pass, Pass::DoubleCheck(_)),
+        )?
+        .into_iter()
+        .map(|r| {
+            let reviewers = r
+                .review
+                .as_ref()
+                .map(|o| self.providers.reviewers(&o.provider))
+                .unwrap_or_default();
+            (r, reviewers)
+        })
+        .collect();
         let run_id = RunId::new();
         let started_at = Utc::now();
         let clock = Instant::now();
@@ -265,14 +324,12 @@ impl Orchestrator {
             run_dir: run_dir.as_ref().map(|d| d.path().to_path_buf()),
             apply: options.apply,
             max_repairs: options.max_repairs,
-            safety: Arc::clone(&options.safety),
             sandbox: options.sandbox.clone(),
-            review: options.review.clone(),
-            reviewers: options
-                .review
-                .as_ref()
-                .map(|r| self.providers.reviewers(&r.provider))
-                .unwrap_or_default(),
+            providers: self.providers.clone(),
+            fallback: self.resilience.fallback.clone(),
+            mode: options.mode,
+            rules,
+            pass: options.pass.clone(),
             apply_lock: tokio::sync::Mutex::new(()),
         });
         let mut reports: Vec<StepReport> = steps
@@ -280,6 +337,8 @@ impl Orchestrator {
             .map(|s| StepReport::pending(s.id.clone(), s.step_type))
             .collect();
         let mut outputs: Vec<Option<Arc<str>>> = vec![None; n];
+        let mut files: Vec<Vec<ExtractedFile>> = vec![Vec::new(); n];
+        let double_check = matches!(options.pass, Pass::DoubleCheck(_));
         let mut waiting_on: Vec<usize> = (0..n).map(|i| plan.dependencies_of(i).len()).collect();
         let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
         let mut running: JoinSet<Execution> = JoinSet::new();
@@ -320,7 +379,8 @@ impl Orchestrator {
                     deferred.push(i);
                     continue;
                 }
-                if let Some(reason) = blocked_by(&plan, &reports, i) {
+                // A double-check reviews each step's files on their own: order does not matter.
+                if let Some(reason) = blocked_by(&plan, &reports, i).filter(|_| !double_check) {
                     tracing::info!(step = %reports[i].id, %reason, "step skipped");
                     reports[i].status = StepStatus::Skipped;
                     reports[i].reason = Some(reason.clone());
@@ -331,12 +391,17 @@ impl Orchestrator {
                     release(&plan, i, &mut waiting_on, &mut ready);
                     continue;
                 }
-                let targets = match self.providers.chain(
-                    &steps[i],
-                    options.mode,
-                    steps[i].estimated_tokens.unwrap_or(0),
-                    &self.resilience.fallback,
-                ) {
+                let chain = if double_check {
+                    Ok(shared.rules[i].1.clone())
+                } else {
+                    self.providers.chain(
+                        &steps[i],
+                        options.mode,
+                        steps[i].estimated_tokens.unwrap_or(0),
+                        &self.resilience.fallback,
+                    )
+                };
+                let targets = match chain {
                     Ok(t) if !t.is_empty() => t,
                     Ok(_) => {
                         let reason = "no configured provider can take this step".to_owned();
@@ -397,8 +462,9 @@ impl Orchestrator {
                         continue;
                     }
                     match execution {
-                        Some(Execution { report, output, .. }) => {
+                        Some(Execution { report, output, files: checked, .. }) => {
                             reports[index] = report;
+                            files[index] = checked;
                             if let (Some(dir), Some(text)) = (&run_dir, &output) {
                                 match dir.write_step_output(&reports[index].id, text).await {
                                     Ok(name) => reports[index].output_file = Some(name),
@@ -489,6 +555,7 @@ impl Orchestrator {
                     failures: b.failures,
                 })
                 .collect(),
+            workflow: options.stage.clone(),
         };
         if let Some(dir) = &run_dir {
             dir.write_report(&report).await?;
@@ -524,6 +591,7 @@ impl Orchestrator {
             report,
             run_dir: run_dir.map(RunDir::into_path),
             outputs,
+            files,
         })
     }
 }
@@ -626,8 +694,59 @@ async fn execute(
             index,
             report,
             output: None,
+            files: Vec::new(),
         }
     };
+    if let Pass::DoubleCheck(produced) = &shared.pass {
+        let skip = |mut report: StepReport, status: StepStatus, reason: &str| {
+            report.status = status;
+            report.reason = Some(reason.to_owned());
+            Execution {
+                index,
+                report,
+                output: None,
+                files: Vec::new(),
+            }
+        };
+        return match produced.get(&step.id) {
+            None => skip(
+                report,
+                StepStatus::Skipped,
+                "not double-checked: the step did not succeed in the pass before",
+            ),
+            Some(files) if files.is_empty() => skip(
+                report,
+                StepStatus::Succeeded,
+                "nothing to double-check: the step wrote no files",
+            ),
+            Some(checked) => {
+                let verdict = review_files(&shared, index, checked, &mut report).await;
+                if let Some(last) = report.attempts.last() {
+                    report.provider = Some(last.provider.clone());
+                    report.model = Some(last.model.clone());
+                }
+                match verdict {
+                    Ok(()) => {
+                        report.status = StepStatus::Succeeded;
+                        report.duration = clock.elapsed();
+                        Execution {
+                            index,
+                            report,
+                            output: None,
+                            files: Vec::new(),
+                        }
+                    }
+                    Err(ReviewStop::Rejected(feedback)) => fail(
+                        report,
+                        FailureKind::ValidationFailed,
+                        format!("double-check: {feedback}"),
+                        clock,
+                    ),
+                    Err(ReviewStop::NoVerdict(kind, reason)) => fail(report, kind, reason, clock),
+                }
+            }
+        };
+    }
 
     let behaviour = step.step_type.behaviour();
     let ctx = &step.context;
@@ -674,12 +793,17 @@ async fn execute(
         .iter()
         .map(|(id, text)| (id.as_str(), &**text))
         .collect();
+    let draft = match &shared.pass {
+        Pass::Refine(drafts) => drafts.get(&step.id).map(|d| &**d),
+        _ => None,
+    };
     let prompt = user_prompt(&PromptInput {
         plan,
         step,
         dependency_outputs: &dependency_outputs,
         inputs: &inputs,
         targets: &current,
+        draft,
     });
     let mut request = ChatRequest {
         model: String::new(),
@@ -696,10 +820,25 @@ async fn execute(
         ..ChatRequest::default()
     };
 
+    // Without the author's estimate, the step is routed by the size of its real prompt.
+    let targets = match step.estimated_tokens {
+        Some(_) => targets,
+        None => {
+            let tokens = aetherflow_provider::tokens::estimate_request(&request);
+            match shared
+                .providers
+                .chain(step, shared.mode, tokens, &shared.fallback)
+            {
+                Ok(chain) if !chain.is_empty() => chain,
+                _ => targets,
+            }
+        }
+    };
     let patches: Vec<&aetherflow_domain::plan::Patch> =
         ctx.patch.iter().chain(ctx.patches.iter()).collect();
-    let produces_files =
-        behaviour != StepBehaviour::Analyse && (!ctx.files.is_empty() || !patches.is_empty());
+    let produces_files = behaviour != StepBehaviour::Analyse
+        && (!ctx.files.is_empty() || !patches.is_empty())
+        && !matches!(shared.pass, Pass::Draft);
     let mut rejections = 0u32;
     loop {
         // `context.cache: false` keeps this step's answers out of the response cache.
@@ -716,6 +855,7 @@ async fn execute(
                 index,
                 report,
                 output: Some(Arc::from(response.text)),
+                files: Vec::new(),
             };
         }
         let answer_files = if patches.is_empty() {
@@ -723,8 +863,14 @@ async fn execute(
         } else {
             patch_answer(&shared.workspace, &patches, &ctx.files, &response.text)
         };
-        let checked = match answer_files.and_then(|files| check_safety(&shared.safety, files)) {
-            Ok(files) => match &shared.sandbox {
+        let checked = match answer_files
+            .and_then(|files| check_safety(&shared.rules[index].0.policy, files))
+        {
+            Ok(files) => match shared
+                .sandbox
+                .as_ref()
+                .filter(|_| shared.rules[index].0.verify)
+            {
                 Some((sandbox, limits)) => {
                     let root = shared.workspace.root().to_path_buf();
                     let context =
@@ -740,11 +886,11 @@ async fn execute(
             Err(feedback) => Err(feedback),
         };
         let checked = match checked {
-            Ok(files) => match review_files(&shared, step, &files, &mut report).await {
+            Ok(files) => match review_files(&shared, index, &files, &mut report).await {
                 Ok(()) => Ok(files),
                 Err(ReviewStop::Rejected(feedback)) => Err(feedback),
-                Err(ReviewStop::NoVerdict(reason)) => {
-                    return fail(report, FailureKind::ReviewFailed, reason, clock);
+                Err(ReviewStop::NoVerdict(kind, reason)) => {
+                    return fail(report, kind, reason, clock);
                 }
             },
             Err(feedback) => Err(feedback),
@@ -762,6 +908,7 @@ async fn execute(
                     index,
                     report,
                     output: Some(Arc::from(response.text)),
+                    files,
                 };
             }
             Err(feedback) => {
@@ -798,23 +945,28 @@ enum ReviewStop {
     /// The reviewer rejected the files: feedback for a repair.
     Rejected(String),
     /// No usable verdict, and the run fails closed: the step's failure reason.
-    NoVerdict(String),
+    NoVerdict(FailureKind, String),
 }
 
-/// Asks the gate-keeper for a verdict on the files, when the run has one.
+/// Asks the gate-keeper for a verdict on step `index`'s files, when the step is reviewed.
 async fn review_files(
     shared: &Arc<Shared>,
-    step: &aetherflow_domain::plan::Step,
+    index: usize,
     files: &[ExtractedFile],
     report: &mut StepReport,
 ) -> Result<(), ReviewStop> {
-    let Some(options) = &shared.review else {
+    let step = &shared.plan.plan().steps[index];
+    let (rules, reviewers) = &shared.rules[index];
+    let Some(options) = &rules.review else {
         return Ok(());
     };
-    let verdict = if shared.reviewers.is_empty() {
-        Err(format!(
-            "no reviewer: neither {} nor the default provider is configured",
-            options.provider
+    let verdict = if reviewers.is_empty() {
+        Err((
+            FailureKind::ReviewFailed,
+            format!(
+                "no reviewer: neither {} nor the default provider is configured",
+                options.provider
+            ),
         ))
     } else {
         let mut request = ChatRequest {
@@ -836,23 +988,35 @@ async fn review_files(
             report.model.take(),
             report.finish_reason.take(),
         );
-        let answer = generate(shared, &shared.reviewers, &mut request, false, report).await;
+        let answer = generate(shared, reviewers, &mut request, false, report).await;
         (report.provider, report.model, report.finish_reason) = author;
+        // A review the budget cannot pay for is a budget failure; anything else is no verdict.
         answer
-            .map_err(|(_, reason)| reason)
-            .and_then(|response| parse_verdict(&response.text))
+            .map_err(|(kind, reason)| match kind {
+                FailureKind::BudgetExceeded => (kind, reason),
+                _ => (FailureKind::ReviewFailed, reason),
+            })
+            .and_then(|response| {
+                parse_verdict(&response.text).map_err(|e| (FailureKind::ReviewFailed, e))
+            })
     };
+    if let Ok(v) = &verdict {
+        report.verdict = Some(v.clone());
+    }
     match verdict {
         Ok(v) if v.approve => Ok(()),
         Ok(v) => Err(ReviewStop::Rejected(v.feedback())),
-        Err(reason) if options.fail_open => {
+        Err((_, reason)) if options.fail_open => {
             tracing::warn!(step = %step.id, %reason, "no review verdict; accepted (review.fail_open)");
             Ok(())
         }
-        Err(reason) => Err(ReviewStop::NoVerdict(format!(
-            "the gate-keeper review gave no verdict, so the step fails closed: {reason} \
-             (set review.fail_open = true to accept unreviewed code)"
-        ))),
+        Err((kind, reason)) => Err(ReviewStop::NoVerdict(
+            kind,
+            format!(
+                "the gate-keeper review gave no verdict, so the step fails closed: {reason} \
+                 (set review.fail_open = true to accept unreviewed code)"
+            ),
+        )),
     }
 }
 
@@ -1004,10 +1168,12 @@ async fn generate(
             .iter()
             .map(|m| m.content.len())
             .sum::<usize>();
-    // Roughly four bytes a token: enough to skip models whose window is clearly too small.
-    let needed_tokens =
-        (prompt_bytes as u64).div_ceil(4) + u64::from(request.max_output_tokens.unwrap_or(0));
+    // A tokenizer's count of the prompt plus the answer allowance: models whose window is too
+    // small are skipped before any call.
+    let needed_tokens = aetherflow_provider::tokens::estimate_request(request)
+        + u64::from(request.max_output_tokens.unwrap_or(0));
     let mut reasons: Vec<String> = Vec::new();
+    let mut over_budget = false;
     let mut min_window: Option<u64> = None;
     for target in targets {
         let window = target.entry.provider.context_window(&target.entry.model);
@@ -1063,13 +1229,23 @@ async fn generate(
                     min_window = min_window.max(window.or(Some(needed_tokens)));
                 }
             }
-            TargetResult::Stop(reason) => return Err((FailureKind::BudgetExceeded, reason)),
+            // This model's worst case does not fit the budget; a cheaper one further down the
+            // chain may.
+            TargetResult::OverBudget(reason) => {
+                over_budget = true;
+                reasons.push(reason);
+            }
         }
     }
     if reasons.is_empty() {
         reasons.push("no configured provider can take this step".into());
     }
-    Err((FailureKind::ProviderError, reasons.join("; then ")))
+    let kind = if over_budget {
+        FailureKind::BudgetExceeded
+    } else {
+        FailureKind::ProviderError
+    };
+    Err((kind, reasons.join("; then ")))
 }
 
 /// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the
@@ -1104,8 +1280,8 @@ enum TargetResult {
         reason: String,
         class: FallbackClass,
     },
-    /// No other target can help (the budget is spent).
-    Stop(String),
+    /// The budget cannot cover this target's worst case (a cheaper target may fit).
+    OverBudget(String),
 }
 
 /// Calls one target, retrying per policy, inside the breaker and the budget; every call is
@@ -1164,7 +1340,7 @@ async fn call_with_retries(
             (_, false) => None,
             (Some(amount), true) => match shared.budgets.reserve(&shared.scopes, amount) {
                 Ok(r) => Some(r),
-                Err(e) => return TargetResult::Stop(e.to_string()),
+                Err(e) => return TargetResult::OverBudget(e.to_string()),
             },
             (None, true) => {
                 return TargetResult::Fallback {

@@ -35,21 +35,24 @@ pub mod patch;
 pub mod prompt;
 pub mod review;
 pub mod routing;
+pub mod rules;
 pub mod settings;
 pub mod setup;
 pub mod streaming;
 pub mod survey;
 pub mod verify;
 pub mod webhook;
+pub mod workflow;
 pub mod workspace;
 
 use std::sync::Arc;
 
 use aetherflow_provider::mock::{MOCK_MODEL, MockProvider};
 
-pub use engine::{Orchestrator, ProviderLimits, Resilience, RunOptions, RunOutcome};
+pub use engine::{Orchestrator, Pass, ProviderLimits, Resilience, RunOptions, RunOutcome};
 pub use events::{EventSink, RunEvent};
 pub use routing::{ProviderEntry, ProviderSet, Target};
+pub use workflow::{WorkflowOutcome, WorkflowRun};
 
 /// A run could not be recorded (step failures are not errors: they are in the report).
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The plan's `safety` or `review` settings are wrong; nothing was sent or written.
+    #[error("the plan's settings are invalid: {0}")]
+    Rules(#[from] rules::RulesError),
     /// `report.json` could not be written.
     #[error("cannot write the run report {path}: {source}")]
     Report {

@@ -50,6 +50,9 @@ pub struct PromptInput<'a> {
     pub inputs: &'a [ContextFile],
     /// The current content of the files the step changes (those that exist).
     pub targets: &'a [ContextFile],
+    /// A first answer to this step from a faster model, to check and improve (the PROD
+    /// workflow's refinement pass).
+    pub draft: Option<&'a str>,
 }
 
 /// The user message for a step.
@@ -120,6 +123,16 @@ pub fn user_prompt(input: &PromptInput<'_>) -> String {
             "\n## Current content of {}\n\n{}",
             file.path,
             fenced(&file.path, &file.content)
+        );
+    }
+
+    if let Some(draft) = input.draft {
+        let _ = write!(
+            out,
+            "\n## Draft to improve\n\nA faster model wrote this first answer. Check it against the task and \
+             the requirements: fix what is wrong, complete what is missing, keep what is right. Answer in \
+             full, in the format below, not as a list of changes.\n\n{}\n",
+            draft.trim_end()
         );
     }
 
@@ -227,6 +240,7 @@ mod tests {
             dependency_outputs: &[],
             inputs: &inputs,
             targets: &targets,
+            draft: None,
         });
         let order = [
             "Language: python",
@@ -257,9 +271,28 @@ mod tests {
             dependency_outputs: &[("s1", "def api(): ...")],
             inputs: &[],
             targets: &[],
+            draft: None,
         });
         assert!(p.contains("## Output of step s1\n\ndef api(): ..."), "{p}");
         assert!(p.contains("- Insert after\n  marker:\n    # routes"), "{p}");
+        assert!(!p.contains("## Draft to improve"), "{p}");
+    }
+
+    #[test]
+    fn a_refinement_carries_the_draft_before_the_answer_format() {
+        let plan = plan();
+        let p = user_prompt(&PromptInput {
+            plan: &plan,
+            step: &plan.steps[0],
+            dependency_outputs: &[],
+            inputs: &[],
+            targets: &[],
+            draft: Some("```python path=api.py\ndef todos(): return []\n```\n"),
+        });
+        let draft = p.find("## Draft to improve").expect("draft section");
+        let code = p.find("def todos(): return []").expect("draft text");
+        let answer = p.find("## Answer").expect("answer section");
+        assert!(draft < code && code < answer, "{p}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! well-formed verdict is "no verdict", which fails closed unless the run says otherwise.
 
 use aetherflow_domain::plan::Step;
-use serde::Deserialize;
+pub use aetherflow_domain::run::{IssueSeverity, ReviewIssue as Issue, ReviewVerdict};
 
 use crate::extract::ExtractedFile;
 
@@ -26,56 +26,13 @@ pub struct ReviewOptions {
     pub fail_open: bool,
 }
 
-/// How bad an issue is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IssueSeverity {
-    /// Worth knowing.
-    Low,
-    /// Should be fixed.
-    Medium,
-    /// Must be fixed.
-    High,
-}
-
-/// One problem the reviewer found.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Issue {
-    /// How bad.
-    pub severity: IssueSeverity,
-    /// What and how to fix it.
-    pub message: String,
-    /// The line, when it points at one.
-    #[serde(default)]
-    pub line: Option<u32>,
-}
-
-/// The reviewer's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReviewVerdict {
-    /// Whether the files may be used.
-    pub approve: bool,
-    /// What it found.
-    pub issues: Vec<Issue>,
-}
-
-impl ReviewVerdict {
-    /// The feedback for the model when the review rejects.
-    pub fn feedback(&self) -> String {
-        let mut lines = vec!["the gate-keeper review rejected it:".to_owned()];
-        for issue in &self.issues {
-            let at = issue
-                .line
-                .map(|l| format!(" line {l}:"))
-                .unwrap_or_default();
-            lines.push(format!("- [{:?}]{at} {}", issue.severity, issue.message));
+impl Default for ReviewOptions {
+    /// Kimi reviews (the original's gate-keeper), and no verdict means no code.
+    fn default() -> Self {
+        ReviewOptions {
+            provider: "kimi".to_owned(),
+            fail_open: false,
         }
-        if self.issues.is_empty() {
-            lines.push("- (no reason given)".to_owned());
-        }
-        lines.join("\n")
     }
 }
 

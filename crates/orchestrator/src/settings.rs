@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use aetherflow_domain::run::Mode;
+use aetherflow_domain::run::{Mode, Workflow};
 use aetherflow_provider::ApiKey;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -116,6 +116,8 @@ impl Default for ProviderSettings {
 pub struct RunSettings {
     /// `fast`, `build` or `double-check`.
     pub mode: Mode,
+    /// `direct`, `proto` or `prod`.
+    pub workflow: Workflow,
     /// Most steps in flight at once (1–1024).
     pub concurrency: usize,
     /// Where run folders are written.
@@ -130,6 +132,7 @@ impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
             mode: Mode::Build,
+            workflow: Workflow::Direct,
             concurrency: 4,
             out_dir: PathBuf::from("runs"),
             max_output_tokens: 8192,

@@ -26,6 +26,7 @@
 
 mod error;
 pub mod mock;
+pub mod tokens;
 mod types;
 
 use aetherflow_domain::Price;

@@ -6,7 +6,9 @@ mod parse;
 mod validate;
 
 pub use error::{PlanError, PlanIssue, PlanWarning};
-pub use model::{Patch, PatchPosition, Plan, Step, StepBehaviour, StepContext, StepType};
+pub use model::{
+    Patch, PatchPosition, Plan, PlanReview, Step, StepBehaviour, StepContext, StepType,
+};
 pub use parse::{PlanFormat, parse_plan};
 pub use validate::{MAX_ESTIMATED_TOKENS, ValidPlan, relative_path_problem};
 

@@ -20,10 +20,34 @@ pub struct Plan {
     /// Free-form metadata (author, dates, mode hints); kept and reported, never interpreted.
     #[serde(default)]
     pub metadata: BTreeMap<String, Value>,
+    /// AetherFlow extension: changes to the code-safety policy for every step (import
+    /// allow/deny, block levels, rules), in the code-safety crate's `PolicyOverrides` shape; the
+    /// orchestrator checks it before any call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<Value>,
+    /// AetherFlow extension: the gate-keeper review for this plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<PlanReview>,
     /// Top-level keys this format does not define (`success_criteria`, `execution_notes`, …),
     /// kept verbatim so nothing the author wrote is lost.
     #[serde(default, flatten, skip_deserializing)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// A plan's own review settings; each field left out keeps the run's setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanReview {
+    /// Review every step that writes files.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The reviewer provider.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Accept code when the review gives no verdict (unavailable, unparseable, timed out);
+    /// AetherFlow fails closed by default.
+    #[serde(default)]
+    pub fail_open: Option<bool>,
 }
 
 /// One unit of work routed to a model.
@@ -92,6 +116,16 @@ pub struct StepContext {
     /// AetherFlow extension: `false` keeps this step's answers out of the response cache.
     #[serde(default)]
     pub cache: Option<bool>,
+    /// AetherFlow extension: code-safety policy changes for this step, layered on the plan's.
+    #[serde(default)]
+    pub safety: Option<Value>,
+    /// AetherFlow extension: `false` skips the sandbox checks (tests, import) for this step.
+    #[serde(default)]
+    pub verify: Option<bool>,
+    /// AetherFlow extension: `true` has the gate-keeper review this step even when the run does
+    /// not review; `false` skips the review for it.
+    #[serde(default)]
+    pub review: Option<bool>,
     /// Any other context the author supplied (`instructions`, `notes`, …); it is passed to the
     /// model as additional context.
     #[serde(default, flatten, skip_deserializing)]

@@ -39,7 +39,14 @@ impl PlanFormat {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["task_id", "description", "steps", "metadata"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "task_id",
+    "description",
+    "steps",
+    "metadata",
+    "safety",
+    "review",
+];
 const REQUIRED_TOP_LEVEL_KEYS: &[&str] = &["task_id", "description", "steps"];
 const STEP_KEYS: &[&str] = &[
     "id",
@@ -74,6 +81,9 @@ const CONTEXT_KEYS: &[&str] = &[
     "surgical_mode",
     "pre_reasoning",
     "cache",
+    "safety",
+    "verify",
+    "review",
 ];
 
 /// Parses plan text. Syntax and type errors carry the line and column; unknown keys are kept
