@@ -1104,7 +1104,11 @@ fn a_module_that_fails_to_import_in_the_sandbox_is_sent_back() {
 }
 
 fn step_report(out: &Path, id: &str) -> serde_json::Value {
-    let report = read_json(&only_run_dir(out, "todo-api-example").join("report.json"));
+    task_step_report(out, "todo-api-example", id)
+}
+
+fn task_step_report(out: &Path, task: &str, id: &str) -> serde_json::Value {
+    let report = read_json(&only_run_dir(out, task).join("report.json"));
     report["steps"]
         .as_array()
         .expect("steps")
@@ -2010,4 +2014,67 @@ fn a_plan_sets_its_own_safety_policy_review_and_sandbox_switch() {
     assert_eq!(checked.status.code(), Some(2), "{}", text(&checked.stdout));
     let said = format!("{}{}", text(&checked.stdout), text(&checked.stderr));
     assert!(said.contains("safety") && said.contains("B999"), "{said}");
+}
+
+#[test]
+fn tests_named_by_the_plan_run_against_the_step_and_failures_are_repaired() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("tests")).expect("mkdir");
+    std::fs::write(
+        ws.join("tests/test_calc.py"),
+        "import unittest\n\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_adds(self):\n        self.assertEqual(add(2, 3), 5)\n",
+    )
+    .expect("write");
+    let before = tree(&ws);
+    let plan = |tests: &str| {
+        serde_json::json!({"task_id": "named-tests", "description": "d", "steps": [
+            {"id": "calc", "description": "Write calc.py with add(a, b)", "type": "code_generation",
+             "context": {"language": "python", "files": ["calc.py"], "tests": [tests]}}]})
+        .to_string()
+    };
+    std::fs::write(dir.path().join("plan.json"), plan("tests/test_calc.py")).expect("plan");
+    std::fs::write(
+        dir.path().join("mock.yaml"),
+        "steps:\n  calc:\n    - text: \"```python path=calc.py\\ndef add(a, b):\\n    return a - b\\n```\\n\"\n    - text: \"```python path=calc.py\\ndef add(a, b):\\n    return a + b\\n```\\n\"\n",
+    )
+    .expect("script");
+    let run = |out: &str| {
+        bin()
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "plan.json",
+                "--offline",
+                "--mock-script",
+                "mock.yaml",
+            ])
+            .args(["--workspace", "ws", "--out", out])
+            .output()
+            .expect("runs")
+    };
+    let ran = run("out");
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("calc.py")).expect("written"),
+        "def add(a, b):\n    return a + b\n"
+    );
+    let step = task_step_report(&dir.path().join("out"), "named-tests", "calc");
+    let rejected = step["rejected"][0].as_str().unwrap_or_default();
+    assert!(rejected.contains("test_adds"), "{step}");
+    assert_eq!(
+        tree(&ws).get("tests/test_calc.py"),
+        before.get("tests/test_calc.py")
+    );
+
+    // A test file that does not exist fails the step before any call.
+    std::fs::write(dir.path().join("plan.json"), plan("tests/test_nope.py")).expect("plan");
+    let ran = run("out2");
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    let step = task_step_report(&dir.path().join("out2"), "named-tests", "calc");
+    assert_eq!(step["failure"], "context", "{step}");
+    assert!(
+        step["attempts"].as_array().is_some_and(Vec::is_empty),
+        "{step}"
+    );
 }

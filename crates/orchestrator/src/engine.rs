@@ -750,6 +750,22 @@ async fn execute(
 
     let behaviour = step.step_type.behaviour();
     let ctx = &step.context;
+    // Tests the step names must exist (or be among its own files) before anything is paid for.
+    if let Some(missing) = ctx
+        .tests
+        .iter()
+        .find(|t| !ctx.files.contains(t) && !shared.workspace.root().join(t.as_str()).is_file())
+    {
+        return fail(
+            report,
+            FailureKind::Context,
+            format!(
+                "context.tests names {missing}, which is neither in the workspace nor among the \
+                 step's files; if an earlier step writes it, list that step in `dependencies`"
+            ),
+            clock,
+        );
+    }
     let (inputs, current) = if ctx.files.is_empty() && ctx.input_files.is_empty() {
         (Vec::new(), Vec::new())
     } else {
@@ -877,7 +893,7 @@ async fn execute(
                         tokio::task::spawn_blocking(move || crate::verify::workspace_python(&root))
                             .await
                             .unwrap_or_default();
-                    crate::verify::verify(sandbox, *limits, context, &files)
+                    crate::verify::verify(sandbox, *limits, context, &files, &ctx.tests)
                         .await
                         .map(|()| files)
                 }

@@ -1,5 +1,6 @@
 //! Sandbox verification of a step's checked files, before they are applied: test files (named
-//! `test_*.py` or `*_test.py`) are run with `unittest`, and every other Python module must
+//! `test_*.py` or `*_test.py`, and those the step names in `context.tests`) are run with
+//! `unittest`, and every other Python module must
 //! import cleanly. Both run in the WebAssembly sandbox, never on the host, together with the
 //! workspace's other Python files (so `from app.models import Todo` resolves), the step's new
 //! files taking their place. A failure is feedback for the model.
@@ -95,12 +96,13 @@ pub async fn verify(
     limits: Limits,
     workspace_files: Vec<InputFile>,
     step_files: &[ExtractedFile],
+    named_tests: &[String],
 ) -> Result<(), String> {
     let python: Vec<&ExtractedFile> = step_files
         .iter()
         .filter(|f| f.path.ends_with(".py"))
         .collect();
-    if python.is_empty() {
+    if python.is_empty() && named_tests.is_empty() {
         return Ok(());
     }
     let mut files: Vec<InputFile> = workspace_files
@@ -112,11 +114,21 @@ pub async fn verify(
         contents: f.content.clone().into_bytes(),
     }));
 
-    let tests: Vec<String> = python
+    let mut tests: Vec<String> = python
         .iter()
         .filter(|f| is_test_file(&f.path))
         .map(|f| f.path.clone())
         .collect();
+    for named in named_tests {
+        if !files.iter().any(|f| &f.path == named) {
+            return Err(format!(
+                "the test file {named} named in context.tests is neither in the workspace nor among this step's files"
+            ));
+        }
+        if !tests.contains(named) {
+            tests.push(named.clone());
+        }
+    }
     if !tests.is_empty() {
         let report = run_tests(
             sandbox,

@@ -119,6 +119,10 @@ pub struct StepContext {
     /// AetherFlow extension: code-safety policy changes for this step, layered on the plan's.
     #[serde(default)]
     pub safety: Option<Value>,
+    /// AetherFlow extension: test files (`unittest` modules in the workspace, or among this
+    /// step's own files) the sandbox runs against this step's files before they are applied.
+    #[serde(default)]
+    pub tests: Vec<String>,
     /// AetherFlow extension: `false` skips the sandbox checks (tests, import) for this step.
     #[serde(default)]
     pub verify: Option<bool>,

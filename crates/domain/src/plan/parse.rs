@@ -84,6 +84,7 @@ const CONTEXT_KEYS: &[&str] = &[
     "safety",
     "verify",
     "review",
+    "tests",
 ];
 
 /// Parses plan text. Syntax and type errors carry the line and column; unknown keys are kept

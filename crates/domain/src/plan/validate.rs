@@ -257,6 +257,7 @@ fn check_paths(step: &Step, i: usize, issues: &mut Vec<PlanIssue>) {
     for (field, list) in [
         ("files", &step.context.files),
         ("input_files", &step.context.input_files),
+        ("tests", &step.context.tests),
     ] {
         for (k, path) in list.iter().enumerate() {
             let location = format!("steps[{i}] (`{}`).context.{field}[{k}]", step.id);
