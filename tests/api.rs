@@ -6,6 +6,9 @@ use std::process::{Child, Command, Stdio};
 struct Server {
     child: Child,
     base: String,
+    /// The server's working folder (its data_dir and workspaces live here).
+    dir: std::path::PathBuf,
+    _keep: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -15,8 +18,16 @@ impl Drop for Server {
     }
 }
 
+/// The binary on a free loopback port, in a fresh folder of its own.
 fn start(extra_env: &[(&str, &str)]) -> Server {
-    let dir = std::env::temp_dir();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = start_in(dir.path(), extra_env);
+    server._keep = Some(dir);
+    server
+}
+
+/// The binary on a free loopback port, working in `dir` (a restart reuses its database).
+fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
     cmd.env_clear()
         .current_dir(dir)
@@ -37,7 +48,12 @@ fn start(extra_env: &[(&str, &str)]) -> Server {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
-    Server { child, base }
+    Server {
+        child,
+        base,
+        dir: dir.to_path_buf(),
+        _keep: None,
+    }
 }
 
 #[tokio::test]
@@ -191,4 +207,429 @@ async fn the_healthcheck_command_probes_a_running_server() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}/health")), "{err}");
+}
+
+/// `aetherflow-api keys …` in `dir`; stdout.
+fn keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aetherflow-api"))
+        .env_clear()
+        .current_dir(dir)
+        .arg("keys")
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn create_key(dir: &std::path::Path, scopes: &str) -> String {
+    let out = keys(dir, &["create", "--name", "test", "--scopes", scopes]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// A server that runs plans offline (mock provider) in `<dir>/ws`, with its sandbox runtime.
+fn run_server(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/todo-api/workspace");
+    if !dir.join("ws").exists() {
+        copy_tree(&example, &dir.join("ws"));
+    }
+    let runtime = runtime_dir();
+    let mut env = vec![
+        ("AETHERFLOW_SERVER__OFFLINE", "true"),
+        ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
+        ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    start_in(dir, &env)
+}
+
+fn example_plan_json() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/todo-api/plan.json"),
+        )
+        .expect("example plan"),
+    )
+    .expect("json")
+}
+
+#[tokio::test]
+async fn keys_are_created_once_listed_without_secrets_and_revoked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = keys(
+        dir.path(),
+        &[
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "runs:read,scan",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(
+        key.starts_with(&format!("afk_{id}_")) && key.len() > 70,
+        "{key}"
+    );
+    assert_eq!(created["scopes"], serde_json::json!(["runs:read", "scan"]));
+
+    let listed = keys(dir.path(), &["list", "--json"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        text.contains(&id) && !text.contains(&key[id.len() + 5..]),
+        "{text}"
+    );
+    let db = std::fs::read(dir.path().join("aetherflow-data/aetherflow.db")).expect("db");
+    let secret = &key[id.len() + 5..];
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the key is stored in clear"
+    );
+
+    let bad = keys(
+        dir.path(),
+        &["create", "--name", "x", "--scopes", "runs:delete"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("runs:write"));
+
+    assert!(keys(dir.path(), &["revoke", &id]).status.success());
+    let again = keys(dir.path(), &["revoke", &id]);
+    assert!(
+        !again.status.success(),
+        "a revoked key cannot be revoked twice"
+    );
+}
+
+#[tokio::test]
+async fn runs_need_a_key_and_the_right_scope() {
+    let dir = tempfile::tempdir().expect("dir");
+    let reader = create_key(dir.path(), "runs:read");
+    let server = run_server(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"plan": example_plan_json()});
+    let url = format!("{}/v1/runs", server.base);
+
+    let none = client.post(&url).json(&body).send().await.expect("request");
+    assert_eq!(none.status(), 401);
+    assert_eq!(none.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(none.headers()["cache-control"], "no-store");
+    let err: serde_json::Value = none.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "unauthorized");
+
+    let forged = format!("afk_{}_{}", "0".repeat(12), "0".repeat(64));
+    for key in [forged.as_str(), "sk-not-ours", ""] {
+        let r = client
+            .post(&url)
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 401, "{key}");
+    }
+    let r = client
+        .post(&url)
+        .bearer_auth(&reader)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 403);
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runs:write")
+    );
+    let r = client
+        .get(&url)
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_run_is_accepted_executed_and_reported_to_its_own_key_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let other = create_key(dir.path(), "runs:write,runs:read");
+    let admin = create_key(dir.path(), "admin");
+    let server = run_server(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/runs", server.base);
+
+    let r = client
+        .post(format!("{url}?wait=60"))
+        .bearer_auth(&writer)
+        .json(&serde_json::json!({"plan": example_plan_json(), "workflow": "proto"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200, "finished within the wait");
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let run: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["workflow"], "proto");
+    assert_eq!(
+        run["reports"].as_array().map(Vec::len),
+        Some(2),
+        "a pass and its double-check"
+    );
+    assert_eq!(run["reports"][0]["totals"]["succeeded"], 5);
+    assert_eq!(
+        location,
+        format!("/v1/runs/{}", run["id"].as_str().expect("id"))
+    );
+    // The run changed the server's workspace, and only there.
+    assert!(server.dir.join("ws/app/repository.py").is_file());
+
+    let mine = client
+        .get(format!("{}{location}", server.base))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(mine.status(), 200);
+    let theirs = client
+        .get(format!("{}{location}", server.base))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(
+        theirs.status(),
+        404,
+        "another key's run does not exist for it"
+    );
+    let all = client
+        .get(format!("{}{location}", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(all.status(), 200);
+
+    // Without waiting: 202 and a run to poll; the list filters by status and pages.
+    let r = client
+        .post(&url)
+        .bearer_auth(&writer)
+        .json(&serde_json::json!({"plan": example_plan_json(), "dry_run": true}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 202);
+    let queued: serde_json::Value = r.json().await.expect("json");
+    let id = queued["id"].as_str().expect("id").to_owned();
+    let mut status = String::new();
+    for _ in 0..300 {
+        let r: serde_json::Value = client
+            .get(format!("{url}/{id}"))
+            .bearer_auth(&writer)
+            .send()
+            .await
+            .expect("r")
+            .json()
+            .await
+            .expect("json");
+        status = r["status"].as_str().unwrap_or_default().to_owned();
+        if status != "queued" && status != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "succeeded");
+    let page: serde_json::Value = client
+        .get(format!("{url}?status=succeeded&limit=1"))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["runs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["runs"][0]["id"], id.as_str(), "newest first");
+    let next = page["next"].as_str().expect("a next page").to_owned();
+    let page2: serde_json::Value = client
+        .get(format!("{url}?status=succeeded&limit=1&before={next}"))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page2["runs"][0]["id"], run["id"]);
+    let theirs: serde_json::Value = client
+        .get(&url)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(theirs["runs"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_that_say_what_to_fix() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let server = run_server(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/runs", server.base);
+    let post = |body: serde_json::Value| client.post(&url).bearer_auth(&writer).json(&body).send();
+    let mut escaping = example_plan_json();
+    escaping["steps"][1]["context"]["files"] = serde_json::json!(["../../outside.py"]);
+    for (body, status, says) in [
+        (serde_json::json!({"plan": {"task_id": "t"}}), 422, "steps"),
+        (serde_json::json!({"plan": escaping}), 422, "outside.py"),
+        (
+            serde_json::json!({"plan": example_plan_json(), "workflow": "yolo"}),
+            400,
+            "direct, proto or prod",
+        ),
+        (
+            serde_json::json!({"plan": example_plan_json(), "workspace": "../.."}),
+            400,
+            "workspace roots",
+        ),
+        (
+            serde_json::json!({"plan": example_plan_json(), "budget_usd": "lots"}),
+            400,
+            "budget_usd",
+        ),
+        (
+            serde_json::json!({"plan": example_plan_json(), "surprise": 1}),
+            400,
+            "surprise",
+        ),
+    ] {
+        let r = post(body).await.expect("request");
+        assert_eq!(r.status(), status);
+        let err: serde_json::Value = r.json().await.expect("json");
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+        assert!(
+            !message.contains(&server.dir.to_string_lossy().into_owned()),
+            "a server path leaked: {message}"
+        );
+    }
+    let missing = client
+        .get(format!("{url}/01900000-0000-7000-8000-000000000000"))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn a_run_cut_off_by_a_restart_is_marked_interrupted_and_can_be_cancelled_before() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let slow = [("AETHERFLOW_MOCK__LATENCY_MS", "3000")];
+    let client = reqwest::Client::new();
+    let submit = |base: String| {
+        let client = client.clone();
+        let writer = writer.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/v1/runs"))
+                .bearer_auth(&writer)
+                .json(&serde_json::json!({"plan": example_plan_json()}))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status(), 202);
+            let v: serde_json::Value = r.json().await.expect("json");
+            v["id"].as_str().expect("id").to_owned()
+        }
+    };
+
+    let server = run_server(dir.path(), &slow);
+    let cancelled = submit(server.base.clone()).await;
+    let r = client
+        .post(format!("{}/v1/runs/{cancelled}/cancel", server.base))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 202);
+    let interrupted = submit(server.base.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(server); // killed, as by a crash or an OOM kill
+
+    let server = run_server(dir.path(), &[]);
+    let get = |id: String| {
+        let client = client.clone();
+        let writer = writer.clone();
+        let base = server.base.clone();
+        async move {
+            client
+                .get(format!("{base}/v1/runs/{id}"))
+                .bearer_auth(&writer)
+                .send()
+                .await
+                .expect("r")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let run = get(interrupted).await;
+    assert_eq!(run["status"], "interrupted", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server stopped"),
+        "{run}"
+    );
+    let run = get(cancelled.clone()).await;
+    assert!(
+        run["status"] == "cancelled" || run["status"] == "interrupted",
+        "{run}"
+    );
+    let r = client
+        .post(format!("{}/v1/runs/{cancelled}/cancel", server.base))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 409, "a finished run cannot be cancelled");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

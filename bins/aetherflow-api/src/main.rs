@@ -1,13 +1,19 @@
 //! `aetherflow-api`: AetherFlow over HTTP.
 //!
-//! This first version serves liveness (`/health`) and readiness (`/ready`) probes and plan
-//! validation, sharing the plan rules with the CLI. Runs, authentication, rate limits, CORS and
-//! the OpenAI-compatible endpoint are the API issues' work; until then the server binds to
-//! loopback by default. `aetherflow-api healthcheck` probes a running server (the container
-//! image's `HEALTHCHECK`, which has no curl or shell).
+//! Serves liveness (`/health`) and readiness (`/ready`) probes, plan validation, and plan runs
+//! (`/v1/runs`, behind API keys with scopes; see the `aetherflow-server` crate), sharing the
+//! orchestrator with the CLI. `aetherflow-api keys create|list|revoke` manages the keys;
+//! `aetherflow-api healthcheck` probes a running server (the container image's `HEALTHCHECK`,
+//! which has no curl or shell). Rate limits, CORS, uploads, metrics and the OpenAI-compatible
+//! endpoint are still to come; the server binds to loopback by default.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use aetherflow_server::app::AppState;
+use aetherflow_server::jobs::{Engine, Jobs};
+use aetherflow_server::{Scopes, SqliteStore, Store};
 
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -42,19 +48,53 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Manage API keys (stored hashed in server.data_dir/aetherflow.db).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeysAction {
+    /// Create a key and print it once (it is never shown again).
+    Create {
+        /// A name for people (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma-separated: runs:write, runs:read, scan, chat, admin.
+        #[arg(long, value_name = "SCOPES", default_value = "runs:write,runs:read")]
+        scopes: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (ids, names, scopes; never the keys).
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id; it stops working at once.
+    Revoke {
+        /// The key's id (the 12 hex digits after `afk_`).
+        id: String,
+    },
 }
 
 /// What `/ready` checks, computed at start-up (the sandbox runtime's hashes, the configured
-/// providers) and re-checked cheaply per request (the runtime files still exist).
-#[derive(Debug, Clone)]
+/// providers) and re-checked cheaply per request (the runtime files still exist, the store
+/// answers).
+#[derive(Clone)]
 struct Readiness {
     providers: usize,
     sandbox_runtime: std::path::PathBuf,
     sandbox_error: Option<String>,
+    store: Arc<dyn Store>,
 }
 
 impl Readiness {
-    fn check(&self) -> (bool, serde_json::Value) {
+    fn check(&self, store_ok: bool) -> (bool, serde_json::Value) {
         let runtime_present = self.sandbox_error.is_none()
             && [
                 aetherflow_sandbox::runtime::PYTHON_WASM,
@@ -63,8 +103,9 @@ impl Readiness {
             .iter()
             .all(|f| self.sandbox_runtime.join(f).is_file());
         let providers_ok = self.providers > 0;
-        let ready = runtime_present && providers_ok;
+        let ready = runtime_present && providers_ok && store_ok;
         let mut checks = json!({
+            "store": if store_ok { "ok" } else { "unreachable" },
             "sandbox_runtime": if runtime_present { "ok" } else { "missing" },
             "providers": if providers_ok { "ok" } else { "none configured" },
         });
@@ -72,6 +113,9 @@ impl Readiness {
             let mut fixes = Vec::new();
             if !runtime_present {
                 fixes.push("install the sandbox runtime: python3 scripts/fetch-sandbox-runtime.py (or set AETHERFLOW_SANDBOX_RUNTIME)");
+            }
+            if !store_ok {
+                fixes.push("the database in server.data_dir does not answer: check the folder's space and permissions (details in the server log)");
             }
             if !providers_ok {
                 fixes.push("configure at least one provider key (e.g. DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE) or providers.openai_compatible.base_url");
@@ -87,43 +131,86 @@ fn main() -> anyhow::Result<()> {
     let environment = aetherflow_bootstrap::Environment::load(args.config.as_deref())?;
     let settings = environment.settings.clone();
     let bind = args.bind.clone().unwrap_or(settings.server.bind.clone());
-    if let Some(Command::Healthcheck { url, timeout_ms }) = &args.command {
-        return healthcheck(url.as_deref(), &bind, *timeout_ms);
+    match &args.command {
+        Some(Command::Healthcheck { url, timeout_ms }) => {
+            return healthcheck(url.as_deref(), &bind, *timeout_ms);
+        }
+        Some(Command::Keys { action }) => return keys(action, &settings),
+        None => {}
     }
     let _log_guard = aetherflow_bootstrap::logging::init(&settings.log)?;
-    let providers = aetherflow_orchestrator::setup::configured_providers_priced(
+    let keys = environment.keys()?;
+    let configured = aetherflow_orchestrator::setup::configured_providers_priced(
         &settings.providers,
-        &environment.keys()?,
+        &keys,
         &settings.prices,
-    )?
-    .len();
+    )?;
     let sandbox_config = settings.sandbox.config(&environment.vars);
     let sandbox_error = aetherflow_sandbox::RuntimeFiles::verify(&sandbox_config.runtime_dir)
         .err()
         .map(|e| e.to_string());
     if let Some(e) = &sandbox_error {
-        tracing::warn!(error = %e, "the sandbox runtime is not usable: /ready answers 503");
+        tracing::warn!(error = %e, "the sandbox runtime is not usable: /ready answers 503 and runs are refused");
+    }
+    let store: Arc<dyn Store> = Arc::new(open_store(&settings)?);
+    // Work runs on a runtime of its own, so plan runs never hold up the HTTP workers.
+    let jobs_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("aetherflow-jobs")
+        .enable_all()
+        .build()
+        .context("cannot start the job runtime")?;
+    let interrupted = jobs_runtime.block_on(store.interrupt_unfinished())?;
+    if interrupted > 0 {
+        tracing::warn!(
+            runs = interrupted,
+            "runs left unfinished by the previous process are marked interrupted"
+        );
     }
     let readiness = Readiness {
-        providers,
-        sandbox_runtime: sandbox_config.runtime_dir,
-        sandbox_error,
+        providers: if settings.server.offline {
+            1
+        } else {
+            configured.len()
+        },
+        sandbox_runtime: sandbox_config.runtime_dir.clone(),
+        sandbox_error: sandbox_error.clone(),
+        store: Arc::clone(&store),
+    };
+    let jobs = match (&sandbox_error, engine(&settings, &configured, sandbox_config)?) {
+        (Some(e), _) => Err(format!("the sandbox runtime is not usable ({e}); install it with python3 scripts/fetch-sandbox-runtime.py")),
+        (None, None) => Err("no provider is configured: set a provider key (e.g. DEEPSEEK_API_KEY) or server.offline = true".to_owned()),
+        (None, Some(engine)) => Ok(Jobs::new(
+            engine,
+            Arc::clone(&store),
+            jobs_runtime.handle().clone(),
+            settings.server.workers,
+            settings.server.queue,
+        )),
     };
     let listener = TcpListener::bind(&bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind / --bind)"))?;
     let address = listener.local_addr()?;
     let max_body = settings.server.max_body_bytes;
+    let state = AppState {
+        store: Arc::clone(&store),
+        jobs: jobs.clone(),
+        max_wait_secs: settings.server.max_wait_secs,
+    };
 
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(aetherflow_server::app::security_headers())
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::Data::new(readiness.clone()))
                 .route("/health", web::get().to(health))
                 .route("/healthz", web::get().to(health))
                 .route("/ready", web::get().to(ready))
                 .route("/v1/plans/validate", web::post().to(validate_plan))
+                .configure(aetherflow_server::app::configure(state.clone(), max_body))
         })
+        .shutdown_timeout(settings.server.shutdown_grace_secs)
         .listen(listener)?
         .run();
         // The first line on stdout is the address, so tools and tests can find a port-0 server.
@@ -131,7 +218,172 @@ fn main() -> anyhow::Result<()> {
         tracing::info!(%address, "aetherflow-api listening");
         server.await
     })?;
+    // Stopped (SIGTERM/SIGINT): running work gets the grace period, then is cancelled; what a
+    // run finished is in the store either way.
+    if let Ok(jobs) = &jobs {
+        let grace = std::time::Duration::from_secs(settings.server.shutdown_grace_secs);
+        jobs_runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + grace;
+            while jobs.live_count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if jobs.live_count() > 0 {
+                tracing::warn!(
+                    runs = jobs.live_count(),
+                    "grace period over: cancelling running work"
+                );
+                jobs.cancel_all();
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                while jobs.live_count() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        });
+    }
     Ok(())
+}
+
+fn open_store(
+    settings: &aetherflow_orchestrator::settings::Settings,
+) -> anyhow::Result<SqliteStore> {
+    let path = settings.server.data_dir.join("aetherflow.db");
+    SqliteStore::open(&path).with_context(|| {
+        format!(
+            "opening the server database {} (server.data_dir)",
+            path.display()
+        )
+    })
+}
+
+/// What runs are made with, or `None` when no provider is configured (and not offline).
+fn engine(
+    settings: &aetherflow_orchestrator::settings::Settings,
+    configured: &[aetherflow_orchestrator::setup::ConfiguredProvider],
+    sandbox_config: aetherflow_sandbox::SandboxConfig,
+) -> anyhow::Result<Option<Engine>> {
+    use aetherflow_orchestrator::{RunOptions, setup};
+    let providers = if settings.server.offline {
+        use aetherflow_provider::mock::{MockProvider, MockScript};
+        let script = match &settings.mock.script {
+            Some(path) => MockScript::from_file(path)?,
+            None => MockScript::default(),
+        };
+        let latency = std::time::Duration::from_millis(settings.mock.latency_ms);
+        aetherflow_orchestrator::mock_provider_set(MockProvider::new(script, latency))
+    } else {
+        match setup::provider_set_from(&settings.providers, configured)? {
+            Some(set) => set,
+            None => return Ok(None),
+        }
+    };
+    let data = &settings.server.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating server.data_dir {}", data.display()))?;
+    let ledger_path = data.join("ledger.jsonl");
+    let ledger = aetherflow_resilience::ledger::CostLedger::open(&ledger_path)?;
+    let budgets = setup::budgets(settings, &ledger_path)?;
+    let resilience = setup::resilience(settings, budgets, Some(Arc::new(ledger)), true);
+    let mut workspace_roots = Vec::new();
+    for root in &settings.server.workspace_roots {
+        workspace_roots.push(std::fs::canonicalize(root).with_context(|| {
+            format!(
+                "server.workspace_roots: {} is not an existing folder",
+                root.display()
+            )
+        })?);
+    }
+    let sandbox = aetherflow_sandbox::Sandbox::new(sandbox_config)
+        .context("the sandbox that checks generated Python before it is applied")?;
+    let reviewer = aetherflow_orchestrator::review::ReviewOptions {
+        provider: settings.review.provider.clone(),
+        fail_open: settings.review.fail_open,
+    };
+    let budget = settings
+        .run
+        .budget_usd
+        .as_deref()
+        .map(aetherflow_domain::Money::parse_usd)
+        .transpose()
+        .context("run.budget_usd")?;
+    let options = RunOptions {
+        mode: settings.run.mode,
+        concurrency: std::num::NonZeroUsize::new(settings.run.concurrency)
+            .unwrap_or(std::num::NonZeroUsize::MIN),
+        out_dir: Some(data.join("runs")),
+        max_output_tokens: Some(settings.run.max_output_tokens),
+        budget,
+        apply: Some(aetherflow_orchestrator::apply::ApplyMode::Write),
+        sandbox: Some((sandbox, settings.sandbox.limits())),
+        review: (settings.review.enabled
+            || settings.run.mode == aetherflow_domain::run::Mode::DoubleCheck)
+            .then(|| reviewer.clone()),
+        ..RunOptions::default()
+    };
+    Ok(Some(Engine {
+        providers,
+        resilience,
+        options,
+        reviewer,
+        limits: settings.context.limits(),
+        workspace_roots,
+    }))
+}
+
+/// `aetherflow-api keys …`.
+fn keys(
+    action: &KeysAction,
+    settings: &aetherflow_orchestrator::settings::Settings,
+) -> anyhow::Result<()> {
+    let store = open_store(settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match action {
+            KeysAction::Create { name, scopes, json } => {
+                let scopes = Scopes::parse_list(scopes).map_err(anyhow::Error::msg)?;
+                if scopes.0.is_empty() {
+                    anyhow::bail!("--scopes is empty: give at least one of runs:write, runs:read, scan, chat, admin");
+                }
+                let (info, key) = store.create_key(name, &scopes).await?;
+                store.audit(None, "key.create", &info.id).await?;
+                if *json {
+                    println!("{}", json!({"id": info.id, "name": info.name, "scopes": info.scopes, "key": key}));
+                } else {
+                    println!("{key}");
+                    eprintln!(
+                        "key {} ({}) created with scopes {}; it is shown only now: store it as a secret",
+                        info.id,
+                        info.name,
+                        info.scopes.to_list()
+                    );
+                }
+            }
+            KeysAction::List { json } => {
+                let keys = store.list_keys().await?;
+                if *json {
+                    println!("{}", serde_json::to_string(&keys)?);
+                } else {
+                    for k in keys {
+                        let state = match k.revoked_at {
+                            Some(t) => format!("revoked {}", t.format("%Y-%m-%d %H:%M")),
+                            None => "active".to_owned(),
+                        };
+                        println!("{}  {:<20} {:<32} {state}", k.id, k.name, k.scopes.to_list());
+                    }
+                }
+            }
+            KeysAction::Revoke { id } => {
+                if !store.revoke_key(id).await? {
+                    anyhow::bail!("no active key {id} (see `aetherflow-api keys list`)");
+                }
+                store.audit(None, "key.revoke", id).await?;
+                println!("revoked {id}");
+            }
+        }
+        anyhow::Ok(())
+    })
 }
 
 /// Liveness: the process serves HTTP. Reveals nothing else.
@@ -142,7 +394,14 @@ async fn health() -> HttpResponse {
 /// Readiness: able to take work (sandbox runtime present, a provider configured); 503 with
 /// what to fix otherwise.
 async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
-    let (ok, checks) = readiness.check();
+    let store_ok = match readiness.store.ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "the store does not answer");
+            false
+        }
+    };
+    let (ok, checks) = readiness.check(store_ok);
     let body = json!({ "ready": ok, "checks": checks });
     if ok {
         HttpResponse::Ok().json(body)

@@ -10,19 +10,14 @@ use std::time::Duration;
 use aetherflow_domain::Money;
 use aetherflow_domain::run::{Mode, Phase, RunStatus, Workflow};
 use aetherflow_orchestrator::apply::ApplyMode;
-use aetherflow_orchestrator::cache::ResponseCache;
 use aetherflow_orchestrator::review::ReviewOptions;
 use aetherflow_orchestrator::settings::{ProviderKeys, Settings};
 use aetherflow_orchestrator::setup;
 use aetherflow_orchestrator::workspace::Workspace;
 use aetherflow_orchestrator::{
-    EventSink, Orchestrator, Resilience, RunOptions, WorkflowOutcome, WorkflowRun,
-    mock_provider_set,
+    EventSink, Orchestrator, RunOptions, WorkflowOutcome, WorkflowRun, mock_provider_set,
 };
 use aetherflow_provider::mock::{MockProvider, MockScript};
-use aetherflow_resilience::alerts::UsageMonitor;
-use aetherflow_resilience::breaker::Breakers;
-use aetherflow_resilience::budget::{Budgets, Scope};
 use aetherflow_resilience::ledger::CostLedger;
 
 /// The cost ledger's file name inside the output folder.
@@ -90,23 +85,14 @@ pub fn run(
     };
     let out_dir = args.out.unwrap_or_else(|| settings.run.out_dir.clone());
     let ledger = CostLedger::open(&out_dir.join(LEDGER_FILE))?;
-    let budgets = Budgets::new();
-    seed_budgets(&budgets, &settings, &out_dir.join(LEDGER_FILE))?;
+    let budgets = setup::budgets(&settings, &out_dir.join(LEDGER_FILE))?;
     let workspace = Workspace::open(&args.workspace, settings.context.limits())?;
-    let orchestrator = Orchestrator::new(providers, workspace).with_resilience(Resilience {
-        retry: settings.retry,
-        breakers: Arc::new(Breakers::new(settings.breaker)),
+    let orchestrator = Orchestrator::new(providers, workspace).with_resilience(setup::resilience(
+        &settings,
         budgets,
-        fallback: settings.fallback.clone(),
-        ledger: Some(Arc::new(ledger)),
-        provider_limits: setup::provider_limits(&settings.providers),
-        monitor: Some(Arc::new(UsageMonitor::new(settings.alerts.clone()))),
-        cache: if args.no_cache {
-            None
-        } else {
-            ResponseCache::new(&settings.cache)
-        },
-    });
+        Some(Arc::new(ledger)),
+        !args.no_cache,
+    ));
     let reviewer = ReviewOptions {
         provider: settings.review.provider.clone(),
         fail_open: settings.review.fail_open,
@@ -289,51 +275,6 @@ fn workflow_summary(outcome: &WorkflowOutcome, output: Output) -> anyhow::Result
         println!("  no double-check: no step produced files to check");
     }
     println!("{status:?} · {} in all", outcome.cost());
-    Ok(())
-}
-
-/// Sets the day and month caps, with today's and this month's spend from the ledger.
-fn seed_budgets(
-    budgets: &Budgets,
-    settings: &Settings,
-    ledger: &std::path::Path,
-) -> anyhow::Result<()> {
-    let day = settings
-        .budget
-        .day_usd
-        .as_deref()
-        .map(Money::parse_usd)
-        .transpose()?;
-    let month = settings
-        .budget
-        .month_usd
-        .as_deref()
-        .map(Money::parse_usd)
-        .transpose()?;
-    if day.is_none() && month.is_none() {
-        return Ok(());
-    }
-    let now = chrono::Utc::now();
-    let today = now.format("%Y-%m-%d").to_string();
-    let this_month = now.format("%Y-%m").to_string();
-    let (records, _) = aetherflow_resilience::ledger::read_ledger(ledger)?;
-    let spent = |prefix: &str| -> Money {
-        records
-            .iter()
-            .filter(|r| r.at.format("%Y-%m-%d").to_string().starts_with(prefix))
-            .map(|r| r.cost)
-            .sum()
-    };
-    if let Some(cap) = day {
-        let scope = Scope::Day(today.clone());
-        budgets.seed(scope.clone(), spent(&today));
-        budgets.set_cap(scope, Some(cap));
-    }
-    if let Some(cap) = month {
-        let scope = Scope::Month(this_month.clone());
-        budgets.seed(scope.clone(), spent(&this_month));
-        budgets.set_cap(scope, Some(cap));
-    }
     Ok(())
 }
 

@@ -253,6 +253,23 @@ pub struct ServerSettings {
     pub bind: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Where the server keeps its database (`aetherflow.db`: keys, runs, events, audit) and
+    /// the run folders.
+    pub data_dir: PathBuf,
+    /// Folders API runs may work in (a list, or comma-separated in the environment); a run
+    /// names one of them, or a folder inside one. None: runs are refused.
+    #[serde(deserialize_with = "path_list")]
+    pub workspace_roots: Vec<PathBuf>,
+    /// Answer runs with the built-in mock provider (no keys, no network): for demos and tests.
+    pub offline: bool,
+    /// Runs executed at once.
+    pub workers: usize,
+    /// Runs waiting for a worker at most; more are refused with 503 and `Retry-After`.
+    pub queue: usize,
+    /// The longest `?wait=` a run submission honours, in seconds.
+    pub max_wait_secs: u64,
+    /// On SIGTERM, how long running work may finish before it is cancelled, in seconds.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -260,8 +277,34 @@ impl Default for ServerSettings {
         ServerSettings {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
+            data_dir: PathBuf::from("aetherflow-data"),
+            workspace_roots: Vec::new(),
+            offline: false,
+            workers: 2,
+            queue: 64,
+            max_wait_secs: 120,
+            shutdown_grace_secs: 30,
         }
     }
+}
+
+/// A list of paths, from a TOML array or a comma-separated string (environment variables).
+fn path_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// `[review]`: the gate-keeper, a second model that reviews a step's files before they are

@@ -471,3 +471,95 @@ mod tests {
         );
     }
 }
+
+/// The spend caps could not be set from the settings and the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetSetupError {
+    /// A cap is not an amount.
+    #[error("budget.{key}: {message}")]
+    Cap {
+        /// `day_usd` or `month_usd`.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Ledger(#[from] aetherflow_resilience::ledger::LedgerError),
+}
+
+/// Budgets with the day and month caps of `settings`, seeded with today's and this month's
+/// spend from the cost ledger at `ledger`, so the caps hold across processes and restarts.
+pub fn budgets(
+    settings: &crate::settings::Settings,
+    ledger: &std::path::Path,
+) -> Result<aetherflow_resilience::budget::Budgets, BudgetSetupError> {
+    use aetherflow_domain::Money;
+    use aetherflow_resilience::budget::{Budgets, Scope};
+    let parse = |key: &'static str, value: Option<&String>| {
+        value
+            .map(|v| Money::parse_usd(v))
+            .transpose()
+            .map_err(|e| BudgetSetupError::Cap {
+                key,
+                message: e.to_string(),
+            })
+    };
+    let day = parse("day_usd", settings.budget.day_usd.as_ref())?;
+    let month = parse("month_usd", settings.budget.month_usd.as_ref())?;
+    let budgets = Budgets::new();
+    if day.is_none() && month.is_none() {
+        return Ok(budgets);
+    }
+    let now = chrono::Utc::now();
+    let today = now.format("%Y-%m-%d").to_string();
+    let this_month = now.format("%Y-%m").to_string();
+    let (records, _) = aetherflow_resilience::ledger::read_ledger(ledger)?;
+    let spent = |prefix: &str| -> Money {
+        records
+            .iter()
+            .filter(|r| r.at.format("%Y-%m-%d").to_string().starts_with(prefix))
+            .map(|r| r.cost)
+            .sum()
+    };
+    if let Some(cap) = day {
+        let scope = Scope::Day(today.clone());
+        budgets.seed(scope.clone(), spent(&today));
+        budgets.set_cap(scope, Some(cap));
+    }
+    if let Some(cap) = month {
+        let scope = Scope::Month(this_month.clone());
+        budgets.seed(scope.clone(), spent(&this_month));
+        budgets.set_cap(scope, Some(cap));
+    }
+    Ok(budgets)
+}
+
+/// Retries, breakers, fallbacks, per-provider limits, usage alerts and the response cache from
+/// `settings`, around `budgets` and an optional cost ledger: what every run of an orchestrator
+/// shares, the same for the CLI and the API server.
+pub fn resilience(
+    settings: &crate::settings::Settings,
+    budgets: aetherflow_resilience::budget::Budgets,
+    ledger: Option<Arc<aetherflow_resilience::ledger::CostLedger>>,
+    cache: bool,
+) -> crate::Resilience {
+    crate::Resilience {
+        retry: settings.retry,
+        breakers: Arc::new(aetherflow_resilience::breaker::Breakers::new(
+            settings.breaker,
+        )),
+        budgets,
+        fallback: settings.fallback.clone(),
+        ledger,
+        provider_limits: provider_limits(&settings.providers),
+        monitor: Some(Arc::new(aetherflow_resilience::alerts::UsageMonitor::new(
+            settings.alerts.clone(),
+        ))),
+        cache: if cache {
+            crate::cache::ResponseCache::new(&settings.cache)
+        } else {
+            None
+        },
+    }
+}

@@ -1,0 +1,286 @@
+//! The actix-web application: routes, body limits, security headers, and the run endpoints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpResponse, web};
+use aetherflow_domain::Money;
+use aetherflow_domain::plan::{PlanFormat, load_plan};
+use aetherflow_domain::run::{Mode, Workflow};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::KeyScope;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::jobs::{Jobs, Submission};
+use crate::store::{RunFilter, RunRecord, RunState, Store};
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// The background runner, or why runs are refused (no provider, no sandbox runtime).
+    pub jobs: Result<Jobs, String>,
+    /// The longest `?wait=` honoured, in seconds.
+    pub max_wait_secs: u64,
+}
+
+/// Headers on every response: no sniffing, no framing, no caching of API answers.
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .add((
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+}
+
+/// Registers the API routes (everything but the probes) on `cfg`.
+pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let json_config = web::JsonConfig::default()
+            .limit(max_body)
+            .error_handler(|e, _| {
+                let status = match &e {
+                    actix_web::error::JsonPayloadError::Overflow { .. }
+                    | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => 413,
+                    actix_web::error::JsonPayloadError::ContentType => 415,
+                    _ => 400,
+                };
+                ApiError {
+                    status,
+                    code: if status == 413 {
+                        "too_large"
+                    } else {
+                        "bad_request"
+                    },
+                    message: format!("the JSON body was refused: {e}"),
+                    retry_after: None,
+                }
+                .into()
+            });
+        cfg.app_data(web::Data::new(Arc::clone(&state.store)))
+            .app_data(web::Data::new(state))
+            .app_data(json_config)
+            .service(
+                web::scope("/v1/runs")
+                    .route("", web::post().to(submit_run))
+                    .route("", web::get().to(list_runs))
+                    .route("/{id}", web::get().to(get_run))
+                    .route("/{id}/cancel", web::post().to(cancel_run)),
+            );
+    }
+}
+
+/// `POST /v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The plan, in the original `plan.json` shape.
+    pub plan: serde_json::Value,
+    /// `direct` (default), `proto` or `prod`.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// `fast`, `build` or `double-check` (default: the server's run.mode).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// A folder inside the server's workspace roots (default: the first root).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// A cap on this run's spend in US dollars, e.g. "0.50".
+    #[serde(default)]
+    pub budget_usd: Option<String>,
+    /// Show diffs instead of writing files.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+fn run_json(run: &RunRecord) -> serde_json::Value {
+    let mut value = serde_json::to_value(run).unwrap_or_else(|_| json!({}));
+    value["links"] = json!({
+        "self": format!("/v1/runs/{}", run.id),
+        "events": format!("/v1/runs/{}/events", run.id),
+        "cancel": format!("/v1/runs/{}/cancel", run.id),
+    });
+    value
+}
+
+async fn submit_run(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<WaitQuery>,
+    body: web::Json<RunRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::RunsWrite)?;
+    let request = body.into_inner();
+    let text = serde_json::to_string(&request.plan).map_err(ApiError::internal)?;
+    let plan =
+        load_plan(&text, PlanFormat::Json).map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+    aetherflow_orchestrator::rules::step_rules(
+        plan.plan(),
+        &Arc::new(aetherflow_code_safety::Policy::default()),
+        None,
+        false,
+    )
+    .map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+    let workflow = match request.workflow.as_deref() {
+        Some(w) => w.parse::<Workflow>().map_err(ApiError::bad_request)?,
+        None => Workflow::Direct,
+    };
+    let mode = request
+        .mode
+        .as_deref()
+        .map(str::parse::<Mode>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let budget = request
+        .budget_usd
+        .as_deref()
+        .map(Money::parse_usd)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("budget_usd: {e}")))?;
+    let jobs = state
+        .jobs
+        .as_ref()
+        .map_err(|why| ApiError::busy(format!("runs are unavailable: {why}"), 60))?;
+    let record = jobs
+        .submit(Submission {
+            plan: Arc::new(plan),
+            workflow,
+            mode,
+            workspace: request.workspace,
+            budget,
+            dry_run: request.dry_run,
+            key_id: Some(caller.key_id.clone()),
+        })
+        .await?;
+    let _ = state
+        .store
+        .audit(Some(&caller.key_id), "run.submit", &record.id)
+        .await;
+    let location = format!("/v1/runs/{}", record.id);
+    if let Some(secs) = query.wait.filter(|s| *s > 0) {
+        let secs = secs.min(state.max_wait_secs);
+        if let Some(mut sub) = jobs.subscribe(&record.id) {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(secs),
+                sub.state.wait_for(|s| s.is_final()),
+            )
+            .await;
+        }
+        if let Some(done) = state
+            .store
+            .run(&record.id)
+            .await?
+            .filter(|r| r.status.is_final())
+        {
+            return Ok(HttpResponse::Ok()
+                .insert_header((header::LOCATION, location))
+                .json(run_json(&done)));
+        }
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, location))
+        .json(run_json(&record)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+async fn list_runs(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::RunsRead)?;
+    let status = match query.status.as_deref() {
+        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status `{s}`: use queued, running, succeeded, failed, cancelled or interrupted"
+            ))
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let runs = state
+        .store
+        .list_runs(&RunFilter {
+            status,
+            key_id: (!caller.is_admin()).then(|| caller.key_id.clone()),
+            before: query.before.clone(),
+            limit,
+        })
+        .await?;
+    let next = (runs.len() == limit)
+        .then(|| runs.last().map(|r| r.id.clone()))
+        .flatten();
+    let summaries: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            json!({"id": r.id, "task_id": r.task_id, "status": r.status, "workflow": r.workflow,
+                   "mode": r.mode, "created_at": r.created_at, "finished_at": r.finished_at})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"runs": summaries, "next": next})))
+}
+
+/// A run the caller may see: its own, or any for an admin key; others are "not found".
+async fn visible_run(caller: &Caller, state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("no run {id}"));
+    let run = state.store.run(id).await?.ok_or_else(not_found)?;
+    if caller.is_admin() || run.key_id.as_deref() == Some(caller.key_id.as_str()) {
+        Ok(run)
+    } else {
+        Err(not_found())
+    }
+}
+
+async fn get_run(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::RunsRead)?;
+    let run = visible_run(&caller, &state, &id).await?;
+    Ok(HttpResponse::Ok().json(run_json(&run)))
+}
+
+async fn cancel_run(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::RunsWrite)?;
+    let run = visible_run(&caller, &state, &id).await?;
+    let cancelled = state.jobs.as_ref().is_ok_and(|jobs| jobs.cancel(&run.id));
+    if run.status.is_final() || !cancelled {
+        return Err(ApiError::conflict(format!(
+            "run {} is {} and cannot be cancelled",
+            run.id,
+            run.status.as_str()
+        )));
+    }
+    let _ = state
+        .store
+        .audit(Some(&caller.key_id), "run.cancel", &run.id)
+        .await;
+    Ok(HttpResponse::Accepted().json(json!({"id": run.id, "status": "cancelling"})))
+}

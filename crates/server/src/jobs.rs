@@ -1,0 +1,352 @@
+//! Runs submitted over HTTP, executed in the background by a bounded pool of workers: each is
+//! recorded in the store when submitted, updated after every workflow pass, and its progress
+//! events are appended to the store (so a client can resume them) and broadcast live. A full
+//! queue refuses new runs (503 with `Retry-After`) instead of growing without bound.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aetherflow_domain::Money;
+use aetherflow_domain::plan::ValidPlan;
+use aetherflow_domain::run::{Mode, RunStatus, Workflow};
+use aetherflow_orchestrator::review::ReviewOptions;
+use aetherflow_orchestrator::workspace::{ContextLimits, Workspace};
+use aetherflow_orchestrator::{
+    EventSink, Orchestrator, ProviderSet, Resilience, RunOptions, WorkflowRun,
+};
+use chrono::Utc;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::store::{RunRecord, RunState, Store};
+
+/// What runs are made with: shared by every job.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The providers (or the offline mock).
+    pub providers: ProviderSet,
+    /// Retries, breakers, budgets, fallbacks, ledger, cache.
+    pub resilience: Resilience,
+    /// The base options (mode, apply, sandbox, review, run folders) a request adjusts.
+    pub options: RunOptions,
+    /// Who double-checks in the PROTO and PROD workflows.
+    pub reviewer: ReviewOptions,
+    /// Context-file limits.
+    pub limits: ContextLimits,
+    /// Folders runs may work in (canonical); a request names one of them or a folder inside.
+    pub workspace_roots: Vec<PathBuf>,
+}
+
+/// A run request, checked.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The plan.
+    pub plan: Arc<ValidPlan>,
+    /// The workflow.
+    pub workflow: Workflow,
+    /// The mode, when the request sets one.
+    pub mode: Option<Mode>,
+    /// The workspace: a configured root, or a folder inside one (relative to the first root).
+    pub workspace: Option<String>,
+    /// A cap on this run's spend.
+    pub budget: Option<Money>,
+    /// Print nothing to the workspace: diffs only.
+    pub dry_run: bool,
+    /// The submitting key.
+    pub key_id: Option<String>,
+}
+
+struct Live {
+    cancel: CancellationToken,
+    state: watch::Sender<RunState>,
+    events: broadcast::Sender<(u64, String)>,
+}
+
+/// The background runner.
+#[derive(Clone)]
+pub struct Jobs {
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+    runtime: tokio::runtime::Handle,
+    workers: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    live: Arc<Mutex<HashMap<String, Live>>>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("workers", &self.workers.available_permits())
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live views of one run: its state and its events as they happen.
+pub struct Subscription {
+    /// The run's state; changes when it starts and ends.
+    pub state: watch::Receiver<RunState>,
+    /// `(sequence number, event JSON)` as they happen.
+    pub events: broadcast::Receiver<(u64, String)>,
+}
+
+impl Jobs {
+    /// A runner with `workers` runs at once and up to `queue` more waiting, executing on
+    /// `runtime` (a multi-threaded runtime of its own, so runs never block HTTP workers).
+    pub fn new(
+        engine: Engine,
+        store: Arc<dyn Store>,
+        runtime: tokio::runtime::Handle,
+        workers: usize,
+        queue: usize,
+    ) -> Self {
+        Jobs {
+            engine: Arc::new(engine),
+            store,
+            runtime,
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: queue,
+            live: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The workspace a request names, inside a configured root.
+    fn workspace(&self, wanted: Option<&str>) -> Result<PathBuf, ApiError> {
+        let Some(first) = self.engine.workspace_roots.first() else {
+            return Err(ApiError::bad_request(
+                "this server has no workspace: set server.workspace_roots in its configuration",
+            ));
+        };
+        let Some(wanted) = wanted else {
+            return Ok(first.clone());
+        };
+        let candidate = Path::new(wanted);
+        let joined = if candidate.is_absolute() {
+            candidate.to_path_buf()
+        } else {
+            first.join(candidate)
+        };
+        let outside = || {
+            ApiError::bad_request(format!(
+                "workspace `{wanted}` is not a folder inside the server's workspace roots"
+            ))
+        };
+        let canonical = std::fs::canonicalize(&joined).map_err(|_| outside())?;
+        if canonical.is_dir()
+            && self
+                .engine
+                .workspace_roots
+                .iter()
+                .any(|root| canonical.starts_with(root))
+        {
+            Ok(canonical)
+        } else {
+            Err(outside())
+        }
+    }
+
+    /// Records the run and queues it; 503 when the queue is full.
+    pub async fn submit(&self, submission: Submission) -> Result<RunRecord, ApiError> {
+        let workspace_dir = self.workspace(submission.workspace.as_deref())?;
+        let workspace = Workspace::open(&workspace_dir, self.engine.limits)
+            .map_err(|e| ApiError::bad_request(format!("workspace: {e}")))?;
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::busy(
+                format!(
+                    "{} runs are already waiting; try again shortly",
+                    self.max_waiting
+                ),
+                5,
+            ));
+        }
+        let mode = submission.mode.unwrap_or(self.engine.options.mode);
+        let record = RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            key_id: submission.key_id.clone(),
+            task_id: submission.plan.plan().task_id.to_string(),
+            status: RunState::Queued,
+            workflow: submission.workflow.as_str().to_owned(),
+            mode: mode.as_str().to_owned(),
+            created_at: Utc::now(),
+            finished_at: None,
+            reports: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = self.store.insert_run(&record).await {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(e.into());
+        }
+        let cancel = CancellationToken::new();
+        let (state, _) = watch::channel(RunState::Queued);
+        let (events, _) = broadcast::channel(1024);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(
+                record.id.clone(),
+                Live {
+                    cancel: cancel.clone(),
+                    state: state.clone(),
+                    events: events.clone(),
+                },
+            );
+        }
+        let job = self.clone();
+        let run = record.clone();
+        self.runtime.spawn(async move {
+            job.execute(run, submission, mode, workspace, cancel, state, events)
+                .await;
+        });
+        Ok(record)
+    }
+
+    /// Asks a queued or running run to stop; false when it is not live here.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self
+            .live
+            .lock()
+            .ok()
+            .and_then(|l| l.get(id).map(|x| x.cancel.clone()))
+        {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Live views of a run still queued or running here.
+    pub fn subscribe(&self, id: &str) -> Option<Subscription> {
+        let live = self.live.lock().ok()?;
+        let l = live.get(id)?;
+        Some(Subscription {
+            state: l.state.subscribe(),
+            events: l.events.subscribe(),
+        })
+    }
+
+    /// Cancels every live run (shutdown).
+    pub fn cancel_all(&self) {
+        if let Ok(live) = self.live.lock() {
+            for l in live.values() {
+                l.cancel.cancel();
+            }
+        }
+    }
+
+    /// Runs still queued or running.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        mut record: RunRecord,
+        submission: Submission,
+        mode: Mode,
+        workspace: Workspace,
+        cancel: CancellationToken,
+        state: watch::Sender<RunState>,
+        events: broadcast::Sender<(u64, String)>,
+    ) {
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.workers).acquire_owned() => permit.ok(),
+            () = cancel.cancelled() => None,
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if permit.is_none() {
+            record.status = RunState::Cancelled;
+        } else {
+            record.status = RunState::Running;
+            let _ = state.send(RunState::Running);
+            self.save(&record).await;
+            record.status = self
+                .run_passes(&mut record, submission, mode, workspace, &cancel, &events)
+                .await;
+        }
+        drop(permit);
+        record.finished_at = Some(Utc::now());
+        self.save(&record).await;
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&record.id);
+        }
+        let _ = state.send(record.status);
+        tracing::info!(run = %record.id, status = record.status.as_str(), "API run finished");
+    }
+
+    async fn run_passes(
+        &self,
+        record: &mut RunRecord,
+        submission: Submission,
+        mode: Mode,
+        workspace: Workspace,
+        cancel: &CancellationToken,
+        events: &broadcast::Sender<(u64, String)>,
+    ) -> RunState {
+        let engine = &self.engine;
+        let orchestrator = Orchestrator::new(engine.providers.clone(), workspace)
+            .with_resilience(engine.resilience.clone());
+        let mut options = engine.options.clone();
+        options.mode = mode;
+        if submission.budget.is_some() {
+            options.budget = submission.budget;
+        }
+        if submission.dry_run {
+            options.apply = Some(aetherflow_orchestrator::apply::ApplyMode::DryRun);
+        }
+        let mut passes = WorkflowRun::new(submission.workflow, options, engine.reviewer.clone());
+        let mut seq = 0u64;
+        while let Some((_, options)) = passes.next_pass() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let run = orchestrator.run(
+                Arc::clone(&submission.plan),
+                &options,
+                EventSink::new(tx),
+                cancel.clone(),
+            );
+            let forward = async {
+                while let Some(event) = rx.recv().await {
+                    seq += 1;
+                    let Ok(json) = serde_json::to_string(&event) else {
+                        continue;
+                    };
+                    if let Err(e) = self.store.append_event(&record.id, seq, &json).await {
+                        tracing::warn!(run = %record.id, error = %e, "event not stored");
+                    }
+                    let _ = events.send((seq, json));
+                }
+            };
+            let (outcome, ()) = tokio::join!(run, forward);
+            match outcome {
+                Ok(outcome) => {
+                    record.reports.push(
+                        serde_json::to_value(&outcome.report).unwrap_or(serde_json::Value::Null),
+                    );
+                    self.save(record).await;
+                    passes.record(outcome);
+                }
+                Err(e) => {
+                    record.error = Some(e.to_string());
+                    return RunState::Failed;
+                }
+            }
+        }
+        match passes.finish().status() {
+            RunStatus::Succeeded => RunState::Succeeded,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Cancelled => RunState::Cancelled,
+        }
+    }
+
+    async fn save(&self, record: &RunRecord) {
+        if let Err(e) = self.store.update_run(record).await {
+            tracing::error!(run = %record.id, error = %e, "run state not stored");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The HTTP API behind `aetherflow-api`: API keys (hashed, scoped, constant-time checks), the
+//! persistence trait with its embedded SQLite implementation, plan runs as background jobs
+//! (bounded queue and workers, events kept for replay), and the actix-web application.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod keys;
+pub mod store;
+
+pub use keys::{KeyScope, Scopes};
+pub use store::{KeyInfo, RunFilter, RunRecord, RunState, SqliteStore, Store, StoreError};

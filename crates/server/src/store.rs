@@ -1,0 +1,678 @@
+//! Persistence behind a trait: API keys (hashed), runs with their reports, each run's event
+//! stream, and an audit trail. [`SqliteStore`] is the embedded default (one file, WAL journal);
+//! a networked backend implements [`Store`] the same way.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{self, Scopes};
+
+/// The store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("the store failed: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A stored value could not be read back.
+    #[error("the store holds a value it cannot read: {0}")]
+    Corrupt(String),
+    /// A blocking task stopped.
+    #[error("a store task stopped: {0}")]
+    Task(String),
+    /// No randomness for a new key.
+    #[error(transparent)]
+    Random(#[from] keys::RandomError),
+}
+
+/// An API key as listed: never the key or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// The public id.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// What it may do.
+    pub scopes: Scopes,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// Every pass succeeded.
+    Succeeded,
+    /// A step or pass failed.
+    Failed,
+    /// Cancelled by a request or a shutdown.
+    Cancelled,
+    /// The server stopped while it ran; what it finished is kept.
+    Interrupted,
+}
+
+impl RunState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RunState::Queued,
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Cancelled,
+            RunState::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Whether the run is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+/// A run submitted through the API (one plan, one workflow: one or more orchestrator runs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// The API's id for it.
+    pub id: String,
+    /// The key that submitted it.
+    pub key_id: Option<String>,
+    /// The plan's task.
+    pub task_id: String,
+    /// Where it stands.
+    pub status: RunState,
+    /// `direct`, `proto` or `prod`.
+    pub workflow: String,
+    /// `fast`, `build` or `double-check`.
+    pub mode: String,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The report of each pass made so far (`report.json` objects).
+    pub reports: Vec<serde_json::Value>,
+    /// Why it could not run at all, when it could not.
+    pub error: Option<String>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs in this state.
+    pub status: Option<RunState>,
+    /// Only runs submitted by this key (`None`: any).
+    pub key_id: Option<String>,
+    /// Runs created strictly before this id (ids sort by time): the page cursor.
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Persistence for the API.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the store answers (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Creates a key; the full key is returned once and never stored.
+    async fn create_key(
+        &self,
+        name: &str,
+        scopes: &Scopes,
+    ) -> Result<(KeyInfo, String), StoreError>;
+    /// Every key, newest first.
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError>;
+    /// Revokes a key; false if there is no such (unrevoked) key.
+    async fn revoke_key(&self, id: &str) -> Result<bool, StoreError>;
+    /// The scopes of the key `presented`, if it is a valid, unrevoked key.
+    async fn authenticate(&self, presented: &str) -> Result<Option<(String, Scopes)>, StoreError>;
+    /// Records a new run.
+    async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Rewrites a run's state, reports and error.
+    async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// One run.
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+    /// Appends event `seq` of a run.
+    async fn append_event(&self, run_id: &str, seq: u64, event: &str) -> Result<(), StoreError>;
+    /// A run's events after `after` (exclusive), in order.
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+    /// Marks runs left queued or running by a previous process as interrupted; how many.
+    async fn interrupt_unfinished(&self) -> Result<usize, StoreError>;
+    /// Appends to the audit trail.
+    async fn audit(
+        &self,
+        key_id: Option<&str>,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// The embedded SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, scopes TEXT NOT NULL,
+    created_at TEXT NOT NULL, revoked_at TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, key_id TEXT, task_id TEXT NOT NULL, status TEXT NOT NULL,
+    workflow TEXT NOT NULL, mode TEXT NOT NULL, created_at TEXT NOT NULL, finished_at TEXT,
+    reports TEXT NOT NULL, error TEXT);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
+CREATE TABLE IF NOT EXISTS run_events (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS audit (
+    at TEXT NOT NULL, key_id TEXT, action TEXT NOT NULL, detail TEXT NOT NULL);
+";
+
+impl SqliteStore {
+    /// Opens (creating when needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Corrupt(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("the store's lock was poisoned".into()))?;
+            f(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("time `{text}`: {e}")))
+}
+
+fn key_info(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, String, Option<String>)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn to_key_info(
+    (id, name, scopes, created, revoked): (String, String, String, String, Option<String>),
+) -> Result<KeyInfo, StoreError> {
+    Ok(KeyInfo {
+        id,
+        name,
+        scopes: Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
+        created_at: time(&created)?,
+        revoked_at: revoked.as_deref().map(time).transpose()?,
+    })
+}
+
+type RunRow = (
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+const RUN_COLUMNS: &str =
+    "id, key_id, task_id, status, workflow, mode, created_at, finished_at, reports, error";
+
+fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+fn to_run(r: RunRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        id: r.0,
+        key_id: r.1,
+        task_id: r.2,
+        status: RunState::parse(&r.3)
+            .ok_or_else(|| StoreError::Corrupt(format!("status `{}`", r.3)))?,
+        workflow: r.4,
+        mode: r.5,
+        created_at: time(&r.6)?,
+        finished_at: r.7.as_deref().map(time).transpose()?,
+        reports: serde_json::from_str(&r.8).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        error: r.9,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn create_key(
+        &self,
+        name: &str,
+        scopes: &Scopes,
+    ) -> Result<(KeyInfo, String), StoreError> {
+        let new = keys::generate()?;
+        let info = KeyInfo {
+            id: new.id.clone(),
+            name: name.to_owned(),
+            scopes: scopes.clone(),
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        let row = (
+            info.id.clone(),
+            info.name.clone(),
+            new.hash.clone(),
+            scopes.to_list(),
+            info.created_at.to_rfc3339(),
+        );
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.0, row.1, row.2, row.3, row.4],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok((info, new.key))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at DESC",
+            )?;
+            let rows = stmt.query_map([], key_info)?.collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(to_key_info).collect()
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![Utc::now().to_rfc3339(), id],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn authenticate(&self, presented: &str) -> Result<Option<(String, Scopes)>, StoreError> {
+        let Some((id, secret)) = keys::parse(presented) else {
+            return Ok(None);
+        };
+        let (id, secret) = (id.to_owned(), secret.to_owned());
+        self.call(move |c| {
+            let row: Option<(String, String)> = c
+                .query_row(
+                    "SELECT hash, scopes FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match row {
+                Some((hash, scopes)) if keys::verify(&secret, &hash) => Ok(Some((
+                    id,
+                    Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
+                ))),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let run = run.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    run.id,
+                    run.key_id,
+                    run.task_id,
+                    run.status.as_str(),
+                    run.workflow,
+                    run.mode,
+                    run.created_at.to_rfc3339(),
+                    run.finished_at.map(|t| t.to_rfc3339()),
+                    serde_json::to_string(&run.reports).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    run.error,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let run = run.clone();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, reports = ?4, error = ?5 WHERE id = ?1",
+                params![
+                    run.id,
+                    run.status.as_str(),
+                    run.finished_at.map(|t| t.to_rfc3339()),
+                    serde_json::to_string(&run.reports).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    run.error,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![id],
+                run_row,
+            )
+            .optional()?
+            .map(to_run)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let filter = filter.clone();
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR key_id = ?2)
+                   AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.status.map(RunState::as_str),
+                        filter.key_id,
+                        filter.before,
+                        limit
+                    ],
+                    run_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(to_run).collect()
+        })
+        .await
+    }
+
+    async fn append_event(&self, run_id: &str, seq: u64, event: &str) -> Result<(), StoreError> {
+        let (run_id, event) = (run_id.to_owned(), event.to_owned());
+        let seq = i64::try_from(seq).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO run_events (run_id, seq, event) VALUES (?1, ?2, ?3)",
+                params![run_id, seq, event],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let run_id = run_id.to_owned();
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, event FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map(params![run_id, after], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, e)| (u64::try_from(seq).unwrap_or(0), e))
+                .collect())
+        })
+        .await
+    }
+
+    async fn interrupt_unfinished(&self) -> Result<usize, StoreError> {
+        self.call(|c| {
+            Ok(c.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?1,
+                     error = 'the server stopped while this run was queued or running; the passes it finished are kept'
+                 WHERE status IN ('queued', 'running')",
+                params![Utc::now().to_rfc3339()],
+            )?)
+        })
+        .await
+    }
+
+    async fn audit(
+        &self,
+        key_id: Option<&str>,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (key_id, action, detail) = (
+            key_id.map(str::to_owned),
+            action.to_owned(),
+            detail.to_owned(),
+        );
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO audit (at, key_id, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![Utc::now().to_rfc3339(), key_id, action, detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyScope;
+
+    fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("dir");
+        (
+            SqliteStore::open(&dir.path().join("db/aetherflow.db")).expect("opens"),
+            dir,
+        )
+    }
+
+    fn run(id: &str, status: RunState) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            key_id: Some("k1".into()),
+            task_id: "t".into(),
+            status,
+            workflow: "direct".into(),
+            mode: "build".into(),
+            created_at: Utc::now(),
+            finished_at: None,
+            reports: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_authenticate_until_revoked_and_only_hashes_are_stored() {
+        let (s, dir) = store();
+        let scopes = Scopes(vec![KeyScope::RunsRead]);
+        let (info, key) = s.create_key("ci", &scopes).await.expect("created");
+        assert_eq!(
+            s.authenticate(&key).await.expect("ok"),
+            Some((info.id.clone(), scopes))
+        );
+        let (_, secret) = keys::parse(&key).expect("shape");
+        let db = std::fs::read(dir.path().join("db/aetherflow.db")).expect("db");
+        let wal = std::fs::read(dir.path().join("db/aetherflow.db-wal")).unwrap_or_default();
+        for bytes in [&db, &wal] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the secret is on disk"
+            );
+        }
+        let wrong = key.replace(
+            &secret[..4],
+            if &secret[..4] == "0000" {
+                "1111"
+            } else {
+                "0000"
+            },
+        );
+        assert_eq!(s.authenticate(&wrong).await.expect("ok"), None);
+        assert!(s.revoke_key(&info.id).await.expect("ok"));
+        assert!(
+            !s.revoke_key(&info.id).await.expect("ok"),
+            "already revoked"
+        );
+        assert_eq!(s.authenticate(&key).await.expect("ok"), None);
+        let listed = s.list_keys().await.expect("ok");
+        assert!(listed[0].revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn runs_list_by_status_page_by_id_and_unfinished_ones_are_interrupted() {
+        let (s, _dir) = store();
+        for (id, st) in [
+            ("r1", RunState::Succeeded),
+            ("r2", RunState::Running),
+            ("r3", RunState::Queued),
+        ] {
+            s.insert_run(&run(id, st)).await.expect("insert");
+        }
+        let all = s
+            .list_runs(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("ok");
+        assert_eq!(
+            all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r3", "r2", "r1"]
+        );
+        let page = s
+            .list_runs(&RunFilter {
+                limit: 1,
+                before: Some("r3".into()),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("ok");
+        assert_eq!(page[0].id, "r2");
+        assert_eq!(s.interrupt_unfinished().await.expect("ok"), 2);
+        let r2 = s.run("r2").await.expect("ok").expect("exists");
+        assert_eq!(r2.status, RunState::Interrupted);
+        assert!(r2.error.is_some() && r2.finished_at.is_some());
+        let done = s
+            .list_runs(&RunFilter {
+                status: Some(RunState::Succeeded),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("ok");
+        assert_eq!(done.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_are_read_back_after_a_sequence_number() {
+        let (s, _dir) = store();
+        for seq in 1..=3 {
+            s.append_event("r", seq, &format!("e{seq}"))
+                .await
+                .expect("ok");
+        }
+        let after = s.events_after("r", 1).await.expect("ok");
+        assert_eq!(after, [(2, "e2".to_owned()), (3, "e3".to_owned())]);
+    }
+}
