@@ -633,3 +633,123 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Reads a whole SSE body into (id, event, data) triples.
+fn parse_sse(body: &str) -> Vec<(Option<u64>, String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| {
+            let mut id = None;
+            let mut event = String::new();
+            let mut data = serde_json::Value::Null;
+            for line in m.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).expect("data is JSON");
+                }
+            }
+            (id, event, data)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn run_events_stream_live_in_order_and_resume_after_the_last_event_id() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let server = run_server(dir.path(), &[("AETHERFLOW_MOCK__LATENCY_MS", "150")]);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/runs", server.base))
+        .bearer_auth(&writer)
+        .json(&serde_json::json!({"plan": example_plan_json()}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 202);
+    let run: serde_json::Value = r.json().await.expect("json");
+    let events_url = format!(
+        "{}/v1/runs/{}/events",
+        server.base,
+        run["id"].as_str().expect("id")
+    );
+
+    // Subscribed while the run is going: the stream follows it to the end.
+    let r = client
+        .get(&events_url)
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let events = parse_sse(&r.text().await.expect("body"));
+    let (last, rest) = events.split_last().expect("events");
+    assert_eq!(last.1, "end");
+    assert_eq!(last.2["status"], "succeeded");
+    let ids: Vec<u64> = rest.iter().map(|e| e.0.expect("an id")).collect();
+    assert_eq!(
+        ids,
+        (1..=rest.len() as u64).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(rest[0].1, "run_started");
+    assert_eq!(rest.last().expect("finished").1, "run_finished");
+    assert_eq!(
+        rest.iter().filter(|e| e.1 == "step_finished").count(),
+        5,
+        "one per step"
+    );
+
+    // Resuming after event 3 replays from 4, from the store.
+    let r = client
+        .get(&events_url)
+        .bearer_auth(&writer)
+        .header("Last-Event-ID", "3")
+        .send()
+        .await
+        .expect("request");
+    let resumed = parse_sse(&r.text().await.expect("body"));
+    assert_eq!(resumed[0].0, Some(4));
+    assert_eq!(resumed.len(), events.len() - 3);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let server = run_server(
+        dir.path(),
+        &[
+            ("AETHERFLOW_MOCK__LATENCY_MS", "2000"),
+            ("AETHERFLOW_SERVER__WORKERS", "1"),
+            ("AETHERFLOW_SERVER__QUEUE", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = client
+            .post(format!("{}/v1/runs", server.base))
+            .bearer_auth(&writer)
+            .json(&serde_json::json!({"plan": example_plan_json(), "dry_run": true}))
+            .send()
+            .await
+            .expect("request");
+        statuses.push(r.status().as_u16());
+        if r.status() == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            let err: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(err["error"]["code"], "busy");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        statuses,
+        [202, 202, 503],
+        "one running, one waiting, then full"
+    );
+}

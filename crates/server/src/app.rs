@@ -76,7 +76,8 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
                     .route("", web::post().to(submit_run))
                     .route("", web::get().to(list_runs))
                     .route("/{id}", web::get().to(get_run))
-                    .route("/{id}/cancel", web::post().to(cancel_run)),
+                    .route("/{id}/cancel", web::post().to(cancel_run))
+                    .route("/{id}/events", web::get().to(run_events)),
             );
     }
 }
@@ -283,4 +284,99 @@ async fn cancel_run(
         .audit(Some(&caller.key_id), "run.cancel", &run.id)
         .await;
     Ok(HttpResponse::Accepted().json(json!({"id": run.id, "status": "cancelling"})))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// Resume after this sequence number (as the `Last-Event-ID` header does).
+    after: Option<u64>,
+}
+
+/// `GET /v1/runs/{id}/events`: the run's progress as Server-Sent Events, each with its sequence
+/// number as `id`, replayed from the store and then live until the run ends; resumable with
+/// `Last-Event-ID` (or `?after=`). The stream ends with an `end` event carrying the final status.
+async fn run_events(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<EventsQuery>,
+    request: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::RunsRead)?;
+    let run = visible_run(&caller, &state, &id).await?;
+    let header_after = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = header_after.or(query.after).unwrap_or(0);
+    // Subscribe before reading the store, so nothing falls between the two.
+    let live = state
+        .jobs
+        .as_ref()
+        .ok()
+        .and_then(|jobs| jobs.subscribe(&run.id));
+    let store = Arc::clone(&state.store);
+    let run_id = run.id.clone();
+    let stream = async_stream::stream! {
+        let mut last = after;
+        let stored = match store.events_after(&run_id, last).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(run = %run_id, error = %e, "events not read");
+                Vec::new()
+            }
+        };
+        for (seq, json) in stored {
+            last = seq;
+            yield Ok::<_, actix_web::Error>(sse(seq, &json));
+        }
+        if let Some(mut live) = live {
+            loop {
+                match live.events.recv().await {
+                    Ok((seq, json)) if seq > last => {
+                        last = seq;
+                        yield Ok(sse(seq, &json));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow a reader: catch up from the store.
+                        if let Ok(events) = store.events_after(&run_id, last).await {
+                            for (seq, json) in events {
+                                last = seq;
+                                yield Ok(sse(seq, &json));
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            if let Ok(events) = store.events_after(&run_id, last).await {
+                for (seq, json) in events {
+                    yield Ok(sse(seq, &json));
+                }
+            }
+        }
+        let status = match store.run(&run_id).await {
+            Ok(Some(r)) => r.status.as_str(),
+            _ => "unknown",
+        };
+        yield Ok(web::Bytes::from(format!(
+            "event: end\ndata: {}\n\n",
+            json!({"status": status})
+        )));
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream))
+}
+
+/// One SSE message: `id`, `event` (the event's own name) and `data`.
+fn sse(seq: u64, json: &str) -> web::Bytes {
+    let name = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["event"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "message".to_owned());
+    web::Bytes::from(format!("id: {seq}\nevent: {name}\ndata: {json}\n\n"))
 }
