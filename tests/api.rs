@@ -753,3 +753,93 @@ async fn a_full_queue_answers_503_with_retry_after() {
         "one running, one waiting, then full"
     );
 }
+
+#[tokio::test]
+async fn scan_checks_code_as_a_service_in_bandit_json_or_sarif() {
+    let dir = tempfile::tempdir().expect("dir");
+    let scanner = create_key(dir.path(), "scan");
+    let reader = create_key(dir.path(), "runs:read");
+    let server = start_in(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/scan", server.base);
+    let body = serde_json::json!({"files": [
+        {"path": "bad.py", "content": "import subprocess\nsubprocess.call(input(), shell=True)\n"},
+        {"path": "ok.py", "content": "import json\nprint(json.dumps({'a': 1}))\n"},
+    ]});
+    let r = client
+        .post(&url)
+        .bearer_auth(&reader)
+        .json(&body)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 403, "scan needs its own scope");
+
+    let r = client
+        .post(&url)
+        .bearer_auth(&scanner)
+        .json(&body)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aetherflow-blocked"], "1");
+    let report: serde_json::Value = r.json().await.expect("json");
+    let ids: Vec<&str> = report["results"]
+        .as_array()
+        .expect("bandit results")
+        .iter()
+        .filter_map(|f| f["test_id"].as_str())
+        .collect();
+    assert!(ids.contains(&"B602"), "{report}");
+    assert!(
+        report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|f| f["filename"] == "bad.py")
+    );
+
+    let mut sarif_body = body.clone();
+    sarif_body["format"] = serde_json::json!("sarif");
+    let r = client
+        .post(&url)
+        .bearer_auth(&scanner)
+        .json(&sarif_body)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    let sarif: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(sarif["version"], "2.1.0");
+
+    // A policy in the request: subprocess allowed, shell=True still blocks.
+    let mut relaxed = body.clone();
+    relaxed["policy"] = serde_json::json!({"imports": {"allow": ["subprocess"]}});
+    let r = client
+        .post(&url)
+        .bearer_auth(&scanner)
+        .json(&relaxed)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.headers()["x-aetherflow-blocked"], "1");
+    let mut bad = body.clone();
+    bad["policy"] = serde_json::json!({"disable_rules": ["B999"]});
+    let r = client
+        .post(&url)
+        .bearer_auth(&scanner)
+        .json(&bad)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 400);
+    let r = client
+        .post(&url)
+        .bearer_auth(&scanner)
+        .json(&serde_json::json!({"files": []}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 400);
+}

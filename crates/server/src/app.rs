@@ -71,6 +71,7 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
         cfg.app_data(web::Data::new(Arc::clone(&state.store)))
             .app_data(web::Data::new(state))
             .app_data(json_config)
+            .route("/v1/scan", web::post().to(scan))
             .service(
                 web::scope("/v1/runs")
                     .route("", web::post().to(submit_run))
@@ -379,4 +380,91 @@ fn sse(seq: u64, json: &str) -> web::Bytes {
         .and_then(|v| v["event"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "message".to_owned());
     web::Bytes::from(format!("id: {seq}\nevent: {name}\ndata: {json}\n\n"))
+}
+
+/// `POST /v1/scan`: files to check with the code-safety gate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    /// The files, each `{"path", "content"}`.
+    pub files: Vec<ScanFile>,
+    /// `json` (bandit-compatible, the default) or `sarif`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Changes to the default policy, in the shape of a plan's `safety` (imports, block levels,
+    /// rules).
+    #[serde(default)]
+    pub policy: Option<aetherflow_code_safety::PolicyOverrides>,
+}
+
+/// One file to scan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanFile {
+    /// Its name in the report.
+    pub path: String,
+    /// Its text.
+    pub content: String,
+}
+
+/// Most files one scan request may carry.
+pub const MAX_SCAN_FILES: usize = 200;
+
+async fn scan(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<ScanRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::Scan)?;
+    let request = body.into_inner();
+    if request.files.is_empty() || request.files.len() > MAX_SCAN_FILES {
+        return Err(ApiError::bad_request(format!(
+            "send 1 to {MAX_SCAN_FILES} files as [{{\"path\": \"gen.py\", \"content\": \"...\"}}]"
+        )));
+    }
+    let sarif = match request.format.as_deref().unwrap_or("json") {
+        "json" => false,
+        "sarif" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "format `{other}`: use json (bandit-compatible) or sarif"
+            )));
+        }
+    };
+    let policy = match &request.policy {
+        Some(overrides) => aetherflow_code_safety::Policy::default()
+            .layered(overrides)
+            .map_err(|e| ApiError::bad_request(format!("policy: {e}")))?,
+        None => aetherflow_code_safety::Policy::default(),
+    };
+    // Parsing and rule checks are CPU work: off the HTTP worker.
+    let (rendered, blocked) = web::block(move || {
+        let sources: Vec<(&str, &str)> = request
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.content.as_str()))
+            .collect();
+        let reports = aetherflow_code_safety::scan_sources(&sources, &policy, 1);
+        let blocked = reports.iter().filter(|r| !r.verdict().is_allow()).count();
+        let rendered = if sarif {
+            aetherflow_code_safety::render::sarif(&reports)
+        } else {
+            aetherflow_code_safety::render::bandit_json(&reports, None)
+        };
+        (rendered, blocked)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let _ = state
+        .store
+        .audit(Some(&caller.key_id), "scan", &format!("{blocked} blocked"))
+        .await;
+    Ok(HttpResponse::Ok()
+        .insert_header(("x-aetherflow-blocked", blocked.to_string()))
+        .content_type(if sarif {
+            "application/sarif+json"
+        } else {
+            "application/json"
+        })
+        .json(rendered))
 }
