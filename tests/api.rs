@@ -843,3 +843,62 @@ async fn scan_checks_code_as_a_service_in_bandit_json_or_sarif() {
         .expect("r");
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn each_key_and_each_keyless_client_has_its_own_rate_limit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let one = create_key(dir.path(), "runs:read");
+    let two = create_key(dir.path(), "runs:read");
+    let server = start_in(
+        dir.path(),
+        &[
+            ("AETHERFLOW_SERVER__RATE_PER_MINUTE", "3"),
+            ("AETHERFLOW_SERVER__IP_RATE_PER_MINUTE", "2"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let runs = format!("{}/v1/runs", server.base);
+    for remaining in ["2", "1", "0"] {
+        let r = client.get(&runs).bearer_auth(&one).send().await.expect("r");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "3");
+        assert_eq!(r.headers()["x-ratelimit-remaining"], remaining);
+    }
+    let r = client.get(&runs).bearer_auth(&one).send().await.expect("r");
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("secs");
+    assert!((1..=20).contains(&wait), "{wait}");
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "rate_limited");
+    let r = client.get(&runs).bearer_auth(&two).send().await.expect("r");
+    assert_eq!(r.status(), 200, "another key has its own bucket");
+
+    // Without a valid key the client's IP is the bucket: probes and guesses alike.
+    let health = format!("{}/health", server.base);
+    assert_eq!(client.get(&health).send().await.expect("r").status(), 200);
+    let bad = client
+        .get(&runs)
+        .bearer_auth("afk_guess")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(bad.status(), 401);
+    let limited = client
+        .get(&runs)
+        .bearer_auth("afk_guess2")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(limited.status(), 429, "guessing keys is throttled");
+    assert_eq!(client.get(&health).send().await.expect("r").status(), 429);
+    let r = client.get(&runs).bearer_auth(&two).send().await.expect("r");
+    assert_eq!(
+        r.status(),
+        200,
+        "a valid key is not held back by its IP's bucket"
+    );
+}

@@ -192,6 +192,22 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind} (server.bind / --bind)"))?;
     let address = listener.local_addr()?;
     let max_body = settings.server.max_body_bytes;
+    let limits = aetherflow_server::limits::RateLimits::new(
+        std::num::NonZeroU32::new(settings.server.rate_per_minute)
+            .context("server.rate_per_minute must be at least 1")?,
+        std::num::NonZeroU32::new(settings.server.ip_rate_per_minute)
+            .context("server.ip_rate_per_minute must be at least 1")?,
+    );
+    {
+        let limits = limits.clone();
+        jobs_runtime.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limits.shrink();
+            }
+        });
+    }
     let state = AppState {
         store: Arc::clone(&store),
         jobs: jobs.clone(),
@@ -201,7 +217,11 @@ fn main() -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    aetherflow_server::limits::middleware,
+                ))
                 .wrap(aetherflow_server::app::security_headers())
+                .app_data(web::Data::new(limits.clone()))
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::Data::new(readiness.clone()))
                 .route("/health", web::get().to(health))

@@ -270,6 +270,10 @@ pub struct ServerSettings {
     pub max_wait_secs: u64,
     /// On SIGTERM, how long running work may finish before it is cancelled, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Requests a minute each API key may make (a burst of as many, refilled evenly).
+    pub rate_per_minute: u32,
+    /// Requests a minute each client IP may make without a valid key (probes, failed logins).
+    pub ip_rate_per_minute: u32,
 }
 
 impl Default for ServerSettings {
@@ -284,6 +288,8 @@ impl Default for ServerSettings {
             queue: 64,
             max_wait_secs: 120,
             shutdown_grace_secs: 30,
+            rate_per_minute: 600,
+            ip_rate_per_minute: 120,
         }
     }
 }

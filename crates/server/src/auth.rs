@@ -43,6 +43,10 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let store = req.app_data::<web::Data<Arc<dyn Store>>>().cloned();
+        let limits = req
+            .app_data::<web::Data<crate::limits::RateLimits>>()
+            .cloned();
+        let request = req.clone();
         let presented = req
             .headers()
             .get(AUTHORIZATION)
@@ -53,12 +57,25 @@ impl FromRequest for Caller {
             })
             .map(|v| v.trim().to_owned());
         Box::pin(async move {
-            let (Some(store), Some(presented)) = (store, presented) else {
-                return Err(ApiError::unauthorized());
+            // Requests without the header were already counted by IP in the middleware.
+            let had_key = presented.is_some();
+            let found = match (store, presented) {
+                (Some(store), Some(presented)) => store.authenticate(&presented).await?,
+                _ => None,
             };
-            match store.authenticate(&presented).await? {
-                Some((key_id, scopes)) => Ok(Caller { key_id, scopes }),
-                None => Err(ApiError::unauthorized()),
+            match (found, limits) {
+                (Some((key_id, scopes)), limits) => {
+                    if let Some(limits) = limits {
+                        limits.check_key(&request, &key_id)?;
+                    }
+                    Ok(Caller { key_id, scopes })
+                }
+                // A missing or bad key counts against the client's IP: guessing is throttled.
+                (None, Some(limits)) if had_key => {
+                    limits.check_ip(&request)?;
+                    Err(ApiError::unauthorized())
+                }
+                (None, _) => Err(ApiError::unauthorized()),
             }
         })
     }

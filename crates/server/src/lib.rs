@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod jobs;
 pub mod keys;
+pub mod limits;
 pub mod store;
 
 pub use keys::{KeyScope, Scopes};
