@@ -902,3 +902,86 @@ async fn each_key_and_each_keyless_client_has_its_own_rate_limit() {
         "a valid key is not held back by its IP's bucket"
     );
 }
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins_and_hosts_must_be_trusted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = start_in(
+        dir.path(),
+        &[
+            ("AETHERFLOW_SERVER__CORS_ORIGINS", "https://app.example.com"),
+            (
+                "AETHERFLOW_SERVER__ALLOWED_HOSTS",
+                "api.example.com,127.0.0.1",
+            ),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let runs = format!("{}/v1/runs", server.base);
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, &runs)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://app.example.com").await.expect("r");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        !ok.headers()
+            .contains_key("access-control-allow-credentials")
+    );
+    let refused = preflight("https://evil.example").await.expect("r");
+    assert_ne!(refused.status(), 200);
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+
+    let with_host = |host: &'static str, path: &str| {
+        client
+            .get(format!("{}{path}", server.base))
+            .header("Host", host)
+            .send()
+    };
+    let r = with_host("evil.example", "/v1/runs").await.expect("r");
+    assert_eq!(r.status(), 400);
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allowed_hosts")
+    );
+    let r = with_host("api.example.com", "/v1/runs").await.expect("r");
+    assert_eq!(r.status(), 401, "a trusted host reaches auth");
+    let r = with_host("10.0.0.7:8080", "/health").await.expect("r");
+    assert_eq!(r.status(), 200, "probes answer any host");
+}
+
+#[test]
+fn a_wildcard_cors_origin_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("AETHERFLOW_SERVER__CORS_ORIGINS", "*")
+        .args(["--bind", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cors_origins") && err.contains("wildcard"),
+        "{err}"
+    );
+}

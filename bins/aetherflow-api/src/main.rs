@@ -208,6 +208,12 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
+    let cors_origins = settings.server.cors_origins.clone();
+    let trusted_hosts =
+        aetherflow_server::edge::TrustedHosts(settings.server.allowed_hosts.clone());
+    if trusted_hosts.0.is_empty() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "server.allowed_hosts is empty: any Host header is answered; list the names clients use");
+    }
     let state = AppState {
         store: Arc::clone(&store),
         jobs: jobs.clone(),
@@ -220,8 +226,13 @@ fn main() -> anyhow::Result<()> {
                 .wrap(actix_web::middleware::from_fn(
                     aetherflow_server::limits::middleware,
                 ))
+                .wrap(aetherflow_server::edge::cors(&cors_origins))
+                .wrap(actix_web::middleware::from_fn(
+                    aetherflow_server::edge::trusted_hosts,
+                ))
                 .wrap(aetherflow_server::app::security_headers())
                 .app_data(web::Data::new(limits.clone()))
+                .app_data(web::Data::new(trusted_hosts.clone()))
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::Data::new(readiness.clone()))
                 .route("/health", web::get().to(health))

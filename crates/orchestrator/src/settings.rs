@@ -274,6 +274,14 @@ pub struct ServerSettings {
     pub rate_per_minute: u32,
     /// Requests a minute each client IP may make without a valid key (probes, failed logins).
     pub ip_rate_per_minute: u32,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://app.example.com`; none by
+    /// default. Never `*`.
+    #[serde(deserialize_with = "string_list")]
+    pub cors_origins: Vec<String>,
+    /// Host names the server answers to (the `Host` header, optionally with a port); empty:
+    /// any. Set it whenever the server is reachable beyond loopback.
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -290,8 +298,18 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 30,
             rate_per_minute: 600,
             ip_rate_per_minute: 120,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// A list of strings, from a TOML array or a comma-separated string (environment variables).
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(path_list(d)?
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
 }
 
 /// A list of paths, from a TOML array or a comma-separated string (environment variables).
@@ -500,6 +518,18 @@ impl Settings {
     /// Checks ranges that the types alone do not.
     pub fn check(&self) -> Result<(), SettingsError> {
         self.sandbox.check()?;
+        if let Some(bad) =
+            self.server.cors_origins.iter().find(|o| {
+                o.contains('*') || !(o.starts_with("https://") || o.starts_with("http://"))
+            })
+        {
+            return Err(SettingsError::Invalid {
+                key: "server.cors_origins",
+                message: format!(
+                    "`{bad}` is not an origin: list each one as https://host[:port], never a wildcard"
+                ),
+            });
+        }
         if !(1..=1024).contains(&self.run.concurrency) {
             return Err(SettingsError::Invalid {
                 key: "run.concurrency",

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod jobs;
 pub mod keys;
