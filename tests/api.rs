@@ -985,3 +985,90 @@ fn a_wildcard_cors_origin_is_refused_at_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn execute_keeps_the_original_shape_inside_the_workspace_fence() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let server = run_server(dir.path(), &[]);
+    std::fs::create_dir_all(dir.path().join("ws/plans")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("ws/plans/plan.json"),
+        example_plan_json().to_string(),
+    )
+    .expect("plan");
+    let client = reqwest::Client::new();
+    let url = format!("{}/execute", server.base);
+    let post = |body: serde_json::Value| client.post(&url).bearer_auth(&writer).json(&body).send();
+
+    let r = post(
+        serde_json::json!({"plan_json": example_plan_json(), "workflow": "PROTO", "context": {}}),
+    )
+    .await
+    .expect("r");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["task_id"], "todo-api-example");
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(5));
+    assert_eq!(body["metrics"]["passes"], 2);
+    assert_eq!(body["metrics"]["succeeded"], 5);
+    assert_eq!(body["output_dir"], ".");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5 of 5")
+    );
+    assert!(server.dir.join("ws/app/repository.py").is_file());
+    let text = body.to_string();
+    assert!(
+        !text.contains(&server.dir.to_string_lossy().into_owned()),
+        "a server path leaked"
+    );
+
+    let r = post(serde_json::json!({"plan_path": "plans/plan.json"}))
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+
+    for (body, says) in [
+        (
+            serde_json::json!({"plan_path": "../../../etc/passwd"}),
+            "workspace roots",
+        ),
+        (
+            serde_json::json!({"plan_path": "/etc/passwd"}),
+            "workspace roots",
+        ),
+        (
+            serde_json::json!({"plan_json": example_plan_json(), "output_dir": "../elsewhere"}),
+            "workspace roots",
+        ),
+        (
+            serde_json::json!({"plan_json": example_plan_json(), "context": {"output_dir": "/tmp"}}),
+            "workspace roots",
+        ),
+        (
+            serde_json::json!({"plan_json": example_plan_json(), "plan_path": "plans/plan.json"}),
+            "exactly one",
+        ),
+        (serde_json::json!({}), "exactly one"),
+    ] {
+        let r = post(body.clone()).await.expect("r");
+        assert_eq!(r.status(), 400, "{body}");
+        let err: serde_json::Value = r.json().await.expect("json");
+        let message = err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(says), "{message}");
+    }
+    let r = client
+        .post(&url)
+        .json(&serde_json::json!({"plan_path": "plans/plan.json"}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 401, "behind the same auth as /v1");
+}

@@ -72,6 +72,7 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
             .app_data(web::Data::new(state))
             .app_data(json_config)
             .route("/v1/scan", web::post().to(scan))
+            .route("/execute", web::post().to(crate::execute::execute))
             .service(
                 web::scope("/v1/runs")
                     .route("", web::post().to(submit_run))
@@ -111,7 +112,7 @@ struct WaitQuery {
     wait: Option<u64>,
 }
 
-fn run_json(run: &RunRecord) -> serde_json::Value {
+pub(crate) fn run_json(run: &RunRecord) -> serde_json::Value {
     let mut value = serde_json::to_value(run).unwrap_or_else(|_| json!({}));
     value["links"] = json!({
         "self": format!("/v1/runs/{}", run.id),

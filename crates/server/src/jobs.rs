@@ -115,8 +115,58 @@ impl Jobs {
         }
     }
 
+    /// A file a request names (e.g. `/execute`'s `plan_path`), relative to the first workspace
+    /// root or absolute, which must lie inside a root.
+    pub fn file_inside_roots(&self, wanted: &str) -> Result<PathBuf, ApiError> {
+        let Some(first) = self.engine.workspace_roots.first() else {
+            return Err(ApiError::bad_request(
+                "this server has no workspace: set server.workspace_roots in its configuration",
+            ));
+        };
+        let candidate = Path::new(wanted);
+        let joined = if candidate.is_absolute() {
+            candidate.to_path_buf()
+        } else {
+            first.join(candidate)
+        };
+        let outside = || {
+            ApiError::bad_request(format!(
+                "`{wanted}` is not a file inside the server's workspace roots"
+            ))
+        };
+        let canonical = std::fs::canonicalize(&joined).map_err(|_| outside())?;
+        if canonical.is_file()
+            && self
+                .engine
+                .workspace_roots
+                .iter()
+                .any(|root| canonical.starts_with(root))
+        {
+            Ok(canonical)
+        } else {
+            Err(outside())
+        }
+    }
+
+    /// `path` shown relative to the workspace root that holds it (never a server path).
+    pub fn relative_to_roots(&self, path: &Path) -> String {
+        self.engine
+            .workspace_roots
+            .iter()
+            .find_map(|root| path.strip_prefix(root).ok())
+            .map(|p| {
+                let shown = p.to_string_lossy().into_owned();
+                if shown.is_empty() {
+                    ".".to_owned()
+                } else {
+                    shown
+                }
+            })
+            .unwrap_or_else(|| ".".to_owned())
+    }
+
     /// The workspace a request names, inside a configured root.
-    fn workspace(&self, wanted: Option<&str>) -> Result<PathBuf, ApiError> {
+    pub fn workspace(&self, wanted: Option<&str>) -> Result<PathBuf, ApiError> {
         let Some(first) = self.engine.workspace_roots.first() else {
             return Err(ApiError::bad_request(
                 "this server has no workspace: set server.workspace_roots in its configuration",

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod edge;
 pub mod error;
+pub mod execute;
 pub mod jobs;
 pub mod keys;
 pub mod limits;
