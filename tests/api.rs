@@ -1072,3 +1072,84 @@ async fn execute_keeps_the_original_shape_inside_the_workspace_fence() {
         .expect("r");
     assert_eq!(r.status(), 401, "behind the same auth as /v1");
 }
+
+#[tokio::test]
+async fn metrics_count_routes_runs_and_provider_calls_with_bounded_labels() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let admin = create_key(dir.path(), "admin");
+    let server = run_server(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/runs?wait=60", server.base))
+        .bearer_auth(&writer)
+        .json(&serde_json::json!({"plan": example_plan_json()}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    let run: serde_json::Value = r.json().await.expect("json");
+    // A user-chosen path must not become a label.
+    let _ = client
+        .get(format!(
+            "{}/v1/runs/user-supplied-{}",
+            server.base,
+            "x".repeat(20)
+        ))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("r");
+    let _ = client
+        .get(format!("{}/no/such/route/abc123", server.base))
+        .send()
+        .await
+        .expect("r");
+
+    let url = format!("{}/metrics", server.base);
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth(&writer)
+            .send()
+            .await
+            .expect("r")
+            .status(),
+        403
+    );
+    let r = client
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    assert!(
+        text.contains(
+            r#"aetherflow_http_requests_total{method="POST",route="/v1/runs",status="2xx"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/v1/runs/{id}""#), "{text}");
+    assert!(text.contains(r#"route="unmatched""#), "{text}");
+    assert!(
+        !text.contains("user-supplied") && !text.contains("abc123"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(run["id"].as_str().expect("id")),
+        "no run id as a label"
+    );
+    assert!(
+        text.contains(r#"aetherflow_runs_total{status="succeeded"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"aetherflow_provider_attempts_total{model="mock-1",outcome="ok",provider="mock"}"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("aetherflow_runs_live 0"), "{text}");
+}

@@ -177,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         sandbox_error: sandbox_error.clone(),
         store: Arc::clone(&store),
     };
+    let metrics = aetherflow_server::metrics::Metrics::new().context("registering metrics")?;
     let jobs = match (&sandbox_error, engine(&settings, &configured, sandbox_config)?) {
         (Some(e), _) => Err(format!("the sandbox runtime is not usable ({e}); install it with python3 scripts/fetch-sandbox-runtime.py")),
         (None, None) => Err("no provider is configured: set a provider key (e.g. DEEPSEEK_API_KEY) or server.offline = true".to_owned()),
@@ -186,7 +187,8 @@ fn main() -> anyhow::Result<()> {
             jobs_runtime.handle().clone(),
             settings.server.workers,
             settings.server.queue,
-        )),
+        )
+        .with_metrics(metrics.clone())),
     };
     let listener = TcpListener::bind(&bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind / --bind)"))?;
@@ -226,6 +228,9 @@ fn main() -> anyhow::Result<()> {
                 .wrap(actix_web::middleware::from_fn(
                     aetherflow_server::limits::middleware,
                 ))
+                .wrap(actix_web::middleware::from_fn(
+                    aetherflow_server::metrics::middleware,
+                ))
                 .wrap(aetherflow_server::edge::cors(&cors_origins))
                 .wrap(actix_web::middleware::from_fn(
                     aetherflow_server::edge::trusted_hosts,
@@ -233,6 +238,7 @@ fn main() -> anyhow::Result<()> {
                 .wrap(aetherflow_server::app::security_headers())
                 .app_data(web::Data::new(limits.clone()))
                 .app_data(web::Data::new(trusted_hosts.clone()))
+                .app_data(web::Data::new(metrics.clone()))
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::Data::new(readiness.clone()))
                 .route("/health", web::get().to(health))

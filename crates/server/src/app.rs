@@ -72,6 +72,7 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
             .app_data(web::Data::new(state))
             .app_data(json_config)
             .route("/v1/scan", web::post().to(scan))
+            .route("/metrics", web::get().to(metrics))
             .route("/execute", web::post().to(crate::execute::execute))
             .service(
                 web::scope("/v1/runs")
@@ -468,4 +469,16 @@ async fn scan(
             "application/json"
         })
         .json(rendered))
+}
+
+/// `GET /metrics`: Prometheus text format, for keys with the `admin` scope (spend is not public).
+async fn metrics(
+    caller: Caller,
+    metrics: Option<web::Data<crate::metrics::Metrics>>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::Admin)?;
+    let metrics = metrics.ok_or_else(|| ApiError::not_found("metrics are not enabled"))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.render()))
 }

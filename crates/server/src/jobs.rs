@@ -75,6 +75,7 @@ pub struct Jobs {
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     live: Arc<Mutex<HashMap<String, Live>>>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -112,7 +113,14 @@ impl Jobs {
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: queue,
             live: Arc::new(Mutex::new(HashMap::new())),
+            metrics: None,
         }
+    }
+
+    /// Counts runs, provider attempts, tokens and spend in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A file a request names (e.g. `/execute`'s `plan_path`), relative to the first workspace
@@ -245,6 +253,9 @@ impl Jobs {
                 },
             );
         }
+        if let Some(m) = &self.metrics {
+            m.run_started();
+        }
         let job = self.clone();
         let run = record.clone();
         self.runtime.spawn(async move {
@@ -327,6 +338,9 @@ impl Jobs {
             live.remove(&record.id);
         }
         let _ = state.send(record.status);
+        if let Some(m) = &self.metrics {
+            m.run_finished(record.status.as_str());
+        }
         tracing::info!(run = %record.id, status = record.status.as_str(), "API run finished");
     }
 
@@ -375,9 +389,12 @@ impl Jobs {
             let (outcome, ()) = tokio::join!(run, forward);
             match outcome {
                 Ok(outcome) => {
-                    record.reports.push(
-                        serde_json::to_value(&outcome.report).unwrap_or(serde_json::Value::Null),
-                    );
+                    let report =
+                        serde_json::to_value(&outcome.report).unwrap_or(serde_json::Value::Null);
+                    if let Some(m) = &self.metrics {
+                        m.record_report(&report);
+                    }
+                    record.reports.push(report);
                     self.save(record).await;
                     passes.record(outcome);
                 }

@@ -10,6 +10,7 @@ pub mod execute;
 pub mod jobs;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod store;
 
 pub use keys::{KeyScope, Scopes};
