@@ -1153,3 +1153,65 @@ async fn metrics_count_routes_runs_and_provider_calls_with_bounded_labels() {
     );
     assert!(text.contains("aetherflow_runs_live 0"), "{text}");
 }
+
+#[tokio::test]
+async fn each_key_has_a_daily_spend_cap() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let deepseek = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "x", "object": "chat.completion", "model": "deepseek-v4-flash",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "# Report\n"}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200}
+        })))
+        .mount(&deepseek)
+        .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    std::fs::create_dir_all(dir.path().join("ws")).expect("ws");
+    let runtime = runtime_dir();
+    let uri = deepseek.uri();
+    let server = start_in(
+        dir.path(),
+        &[
+            ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
+            ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
+            ("DEEPSEEK_API_KEY", "sk-api-test-0000000000"),
+            ("AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL", uri.as_str()),
+            // An answer may cost up to ~2.3 m$ (8192 output tokens at $0.28/M): over the cap.
+            ("AETHERFLOW_SERVER__KEY_DAY_USD", "0.001"),
+        ],
+    );
+    let plan = serde_json::json!({"task_id": "capped", "description": "d", "steps": [
+        {"id": "look", "description": "Look around", "type": "analysis"}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/runs?wait=30", server.base))
+        .bearer_auth(&writer)
+        .json(&serde_json::json!({"plan": plan}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    let run: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(run["status"], "failed", "{run}");
+    let step = &run["reports"][0]["steps"][0];
+    assert_eq!(step["failure"], "budget_exceeded", "{step}");
+    assert!(
+        step["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("budget for API key"),
+        "{step}"
+    );
+    assert!(
+        deepseek
+            .received_requests()
+            .await
+            .expect("recorded")
+            .is_empty(),
+        "nothing was sent"
+    );
+}

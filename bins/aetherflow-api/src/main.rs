@@ -363,6 +363,13 @@ fn engine(
         reviewer,
         limits: settings.context.limits(),
         workspace_roots,
+        key_day_cap: settings
+            .server
+            .key_day_usd
+            .as_deref()
+            .map(aetherflow_domain::Money::parse_usd)
+            .transpose()
+            .context("server.key_day_usd")?,
     }))
 }
 

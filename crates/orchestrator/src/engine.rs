@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub pass: Pass,
     /// The workflow pass this run is, recorded in its report (`None`: a direct run).
     pub stage: Option<WorkflowStage>,
+    /// Budget scopes this run's calls also count against (an API key's day, say), besides
+    /// the run, the day and the month; their caps are set on the shared `Budgets`.
+    pub extra_scopes: Vec<Scope>,
 }
 
 /// What a run does with each step.
@@ -105,6 +108,7 @@ impl Default for RunOptions {
             review: None,
             pass: Pass::Generate,
             stage: None,
+            extra_scopes: Vec::new(),
         }
     }
 }
@@ -316,7 +320,10 @@ impl Orchestrator {
             retry: self.resilience.retry,
             breakers: Arc::clone(&self.resilience.breakers),
             budgets: self.resilience.budgets.clone(),
-            scopes: vec![run_scope, Scope::Day(today), Scope::Month(month)],
+            scopes: [run_scope, Scope::Day(today), Scope::Month(month)]
+                .into_iter()
+                .chain(options.extra_scopes.iter().cloned())
+                .collect(),
             cache: self.resilience.cache.clone(),
             events: events.clone(),
             provider_limits: self.resilience.provider_limits.clone(),

@@ -278,6 +278,8 @@ pub struct ServerSettings {
     /// default. Never `*`.
     #[serde(deserialize_with = "string_list")]
     pub cors_origins: Vec<String>,
+    /// Cap on each API key's spend per UTC day, in US dollars (`"5"`); none by default.
+    pub key_day_usd: Option<String>,
     /// Host names the server answers to (the `Host` header, optionally with a port); empty:
     /// any. Set it whenever the server is reachable beyond loopback.
     #[serde(deserialize_with = "string_list")]
@@ -299,6 +301,7 @@ impl Default for ServerSettings {
             rate_per_minute: 600,
             ip_rate_per_minute: 120,
             cors_origins: Vec::new(),
+            key_day_usd: None,
             allowed_hosts: Vec::new(),
         }
     }

@@ -16,6 +16,7 @@ use aetherflow_orchestrator::workspace::{ContextLimits, Workspace};
 use aetherflow_orchestrator::{
     EventSink, Orchestrator, ProviderSet, Resilience, RunOptions, WorkflowRun,
 };
+use aetherflow_resilience::budget::Scope;
 use chrono::Utc;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,8 @@ pub struct Engine {
     pub limits: ContextLimits,
     /// Folders runs may work in (canonical); a request names one of them or a folder inside.
     pub workspace_roots: Vec<PathBuf>,
+    /// Cap on each API key's spend per UTC day.
+    pub key_day_cap: Option<Money>,
 }
 
 /// A run request, checked.
@@ -364,6 +367,11 @@ impl Jobs {
         if submission.dry_run {
             options.apply = Some(aetherflow_orchestrator::apply::ApplyMode::DryRun);
         }
+        if let (Some(cap), Some(key)) = (engine.key_day_cap, &submission.key_id) {
+            options
+                .extra_scopes
+                .push(self.key_day_scope(key, cap).await);
+        }
         let mut passes = WorkflowRun::new(submission.workflow, options, engine.reviewer.clone());
         let mut seq = 0u64;
         while let Some((_, options)) = passes.next_pass() {
@@ -409,6 +417,27 @@ impl Jobs {
             RunStatus::Failed => RunState::Failed,
             RunStatus::Cancelled => RunState::Cancelled,
         }
+    }
+
+    /// The budget scope of `key`'s spend today, capped; seeded once from the store, so the cap
+    /// holds across restarts.
+    async fn key_day_scope(&self, key: &str, cap: Money) -> Scope {
+        let now = Utc::now();
+        let scope = Scope::ApiKey(format!("{key}@{}", now.format("%Y-%m-%d")));
+        let budgets = &self.engine.resilience.budgets;
+        if budgets.spend(&scope).cap.is_none() {
+            let midnight = now
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or(now);
+            match self.store.key_spend_since(key, midnight).await {
+                Ok(spent) => budgets.seed(scope.clone(), Money::from_micros(spent)),
+                Err(e) => tracing::error!(key, error = %e, "today's spend of the key not read"),
+            }
+            budgets.set_cap(scope.clone(), Some(cap));
+        }
+        scope
     }
 
     async fn save(&self, record: &RunRecord) {

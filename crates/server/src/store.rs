@@ -166,6 +166,8 @@ pub trait Store: Send + Sync + 'static {
         run_id: &str,
         after: u64,
     ) -> Result<Vec<(u64, String)>, StoreError>;
+    /// What runs of `key_id` created at or after `since` have spent (micro-dollars).
+    async fn key_spend_since(&self, key_id: &str, since: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Marks runs left queued or running by a previous process as interrupted; how many.
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError>;
     /// Appends to the audit trail.
@@ -520,6 +522,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn key_spend_since(&self, key_id: &str, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        let key_id = key_id.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT COALESCE(SUM(json_extract(p.value, '$.totals.cost')), 0)
+                 FROM runs, json_each(runs.reports) AS p
+                 WHERE runs.key_id = ?1 AND runs.created_at >= ?2",
+            )?;
+            let total: i64 = stmt.query_row(params![key_id, since.to_rfc3339()], |r| r.get(0))?;
+            Ok(u64::try_from(total).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError> {
         self.call(|c| {
             Ok(c.execute(
@@ -662,6 +678,25 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!(done.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_keys_spend_sums_every_pass_of_its_runs_since_a_time() {
+        let (s, _dir) = store();
+        let mut r = run("r1", RunState::Succeeded);
+        r.reports = vec![
+            serde_json::json!({"totals": {"cost": 150}}),
+            serde_json::json!({"totals": {"cost": 50}}),
+        ];
+        s.insert_run(&r).await.expect("insert");
+        let mut other = run("r2", RunState::Succeeded);
+        other.key_id = Some("k2".into());
+        other.reports = vec![serde_json::json!({"totals": {"cost": 999}})];
+        s.insert_run(&other).await.expect("insert");
+        let hour_ago = Utc::now() - chrono::Duration::hours(1);
+        assert_eq!(s.key_spend_since("k1", hour_ago).await.expect("ok"), 200);
+        let later = Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(s.key_spend_since("k1", later).await.expect("ok"), 0);
     }
 
     #[tokio::test]
