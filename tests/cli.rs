@@ -1425,6 +1425,19 @@ impl Providers {
         cmd
     }
 
+    /// `aetherflow run [extra] PLAN --workspace WS --out OUT` against the three servers.
+    fn run(&self, extra: &[&str], plan: &Path, ws: &Path, out: &Path) -> Output {
+        self.command()
+            .args(extra)
+            .arg(plan)
+            .arg("--workspace")
+            .arg(ws)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("runs")
+    }
+
     fn requests(&self, server: &wiremock::MockServer) -> Vec<wiremock::Request> {
         self.rt
             .block_on(server.received_requests())
@@ -1526,15 +1539,7 @@ fn a_five_step_plan_over_three_providers_is_repaired_reviewed_applied_and_rolled
     let plan = pipeline_plan(out.path());
     let ws = pipeline_workspace();
     let before = tree(&ws);
-    let o = providers
-        .command()
-        .arg(&plan)
-        .arg("--workspace")
-        .arg(&ws)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
+    let o = providers.run(&[], &plan, &ws, out.path());
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -1758,16 +1763,7 @@ fn prod_drafts_fast_refines_with_the_draft_then_double_checks() {
     .expect("plan");
     let ws = pipeline_workspace();
     std::fs::write(ws.join("app/models.py"), MODELS_PY).expect("write");
-    let o = providers
-        .command()
-        .args(["--workflow", "prod"])
-        .arg(&plan)
-        .arg("--workspace")
-        .arg(&ws)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
+    let o = providers.run(&["--workflow", "prod"], &plan, &ws, out.path());
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -1836,16 +1832,7 @@ fn a_budget_that_runs_out_stops_the_pipeline_without_passing_its_cap() {
     let ws = pipeline_workspace();
     // Each DeepSeek call may cost up to ~2.5 m$ (8192 output tokens at $0.28/M plus the
     // prompt) and really costs 0.196 m$: a 3 m$ cap admits the first calls, then refuses.
-    let o = providers
-        .command()
-        .args(["--budget", "0.003"])
-        .arg(&plan)
-        .arg("--workspace")
-        .arg(&ws)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
+    let o = providers.run(&["--budget", "0.003"], &plan, &ws, out.path());
     assert_eq!(
         o.status.code(),
         Some(1),

@@ -132,15 +132,7 @@ async fn submit_run(
     caller.require(KeyScope::RunsWrite)?;
     let request = body.into_inner();
     let text = serde_json::to_string(&request.plan).map_err(ApiError::internal)?;
-    let plan =
-        load_plan(&text, PlanFormat::Json).map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
-    aetherflow_orchestrator::rules::step_rules(
-        plan.plan(),
-        &Arc::new(aetherflow_code_safety::Policy::default()),
-        None,
-        false,
-    )
-    .map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+    let plan = checked_plan(&text, PlanFormat::Json)?;
     let workflow = match request.workflow.as_deref() {
         Some(w) => w.parse::<Workflow>().map_err(ApiError::bad_request)?,
         None => Workflow::Direct,
@@ -200,6 +192,23 @@ async fn submit_run(
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, location))
         .json(run_json(&record)))
+}
+
+/// Parses and validates a plan, and checks its own safety and review settings; 422 with the
+/// problem otherwise.
+pub(crate) fn checked_plan(
+    text: &str,
+    format: PlanFormat,
+) -> Result<aetherflow_domain::plan::ValidPlan, ApiError> {
+    let plan = load_plan(text, format).map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+    aetherflow_orchestrator::rules::step_rules(
+        plan.plan(),
+        &Arc::new(aetherflow_code_safety::Policy::default()),
+        None,
+        false,
+    )
+    .map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+    Ok(plan)
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use aetherflow_domain::plan::{PlanFormat, load_plan};
+use aetherflow_domain::plan::PlanFormat;
 use aetherflow_domain::run::{Mode, Workflow};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -81,14 +81,7 @@ pub(crate) async fn execute(
         (None, Some(Value::String(text))) => (text.clone(), PlanFormat::Json),
         (None, Some(value)) => (value.to_string(), PlanFormat::Json),
     };
-    let plan = load_plan(&text.0, text.1).map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
-    aetherflow_orchestrator::rules::step_rules(
-        plan.plan(),
-        &Arc::new(aetherflow_code_safety::Policy::default()),
-        None,
-        false,
-    )
-    .map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+    let plan = crate::app::checked_plan(&text.0, text.1)?;
     let workflow = match request.workflow.as_deref().map(str::trim) {
         None | Some("") => Workflow::Direct,
         Some(w) => w.parse::<Workflow>().map_err(ApiError::bad_request)?,

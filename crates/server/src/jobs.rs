@@ -90,6 +90,12 @@ impl std::fmt::Debug for Jobs {
     }
 }
 
+fn no_roots() -> ApiError {
+    ApiError::bad_request(
+        "this server has no workspace: set server.workspace_roots in its configuration",
+    )
+}
+
 /// Live views of one run: its state and its events as they happen.
 pub struct Subscription {
     /// The run's state; changes when it starts and ends.
@@ -129,34 +135,7 @@ impl Jobs {
     /// A file a request names (e.g. `/execute`'s `plan_path`), relative to the first workspace
     /// root or absolute, which must lie inside a root.
     pub fn file_inside_roots(&self, wanted: &str) -> Result<PathBuf, ApiError> {
-        let Some(first) = self.engine.workspace_roots.first() else {
-            return Err(ApiError::bad_request(
-                "this server has no workspace: set server.workspace_roots in its configuration",
-            ));
-        };
-        let candidate = Path::new(wanted);
-        let joined = if candidate.is_absolute() {
-            candidate.to_path_buf()
-        } else {
-            first.join(candidate)
-        };
-        let outside = || {
-            ApiError::bad_request(format!(
-                "`{wanted}` is not a file inside the server's workspace roots"
-            ))
-        };
-        let canonical = std::fs::canonicalize(&joined).map_err(|_| outside())?;
-        if canonical.is_file()
-            && self
-                .engine
-                .workspace_roots
-                .iter()
-                .any(|root| canonical.starts_with(root))
-        {
-            Ok(canonical)
-        } else {
-            Err(outside())
-        }
+        self.inside_roots(wanted, false)
     }
 
     /// `path` shown relative to the workspace root that holds it (never a server path).
@@ -176,16 +155,23 @@ impl Jobs {
             .unwrap_or_else(|| ".".to_owned())
     }
 
-    /// The workspace a request names, inside a configured root.
+    /// The workspace a request names (default: the first root), inside a configured root.
     pub fn workspace(&self, wanted: Option<&str>) -> Result<PathBuf, ApiError> {
-        let Some(first) = self.engine.workspace_roots.first() else {
-            return Err(ApiError::bad_request(
-                "this server has no workspace: set server.workspace_roots in its configuration",
-            ));
-        };
-        let Some(wanted) = wanted else {
-            return Ok(first.clone());
-        };
+        match wanted {
+            Some(wanted) => self.inside_roots(wanted, true),
+            None => self
+                .engine
+                .workspace_roots
+                .first()
+                .cloned()
+                .ok_or_else(no_roots),
+        }
+    }
+
+    /// `wanted` (relative to the first root, or absolute), resolved through symlinks, when it
+    /// is an existing folder (`dir`) or file inside one of the roots.
+    fn inside_roots(&self, wanted: &str, dir: bool) -> Result<PathBuf, ApiError> {
+        let first = self.engine.workspace_roots.first().ok_or_else(no_roots)?;
         let candidate = Path::new(wanted);
         let joined = if candidate.is_absolute() {
             candidate.to_path_buf()
@@ -194,11 +180,17 @@ impl Jobs {
         };
         let outside = || {
             ApiError::bad_request(format!(
-                "workspace `{wanted}` is not a folder inside the server's workspace roots"
+                "`{wanted}` is not a {} inside the server's workspace roots",
+                if dir { "folder" } else { "file" }
             ))
         };
         let canonical = std::fs::canonicalize(&joined).map_err(|_| outside())?;
-        if canonical.is_dir()
+        let right_kind = if dir {
+            canonical.is_dir()
+        } else {
+            canonical.is_file()
+        };
+        if right_kind
             && self
                 .engine
                 .workspace_roots
@@ -245,7 +237,9 @@ impl Jobs {
         }
         let cancel = CancellationToken::new();
         let (state, _) = watch::channel(RunState::Queued);
-        let (events, _) = broadcast::channel(1024);
+        // Small: a reader that falls behind catches up from the store (events are stored
+        // first), and every queued run holds one of these.
+        let (events, _) = broadcast::channel(64);
         if let Ok(mut live) = self.live.lock() {
             live.insert(
                 record.id.clone(),
