@@ -95,12 +95,16 @@ COPY --from=builder --chown=65532:65532 /out/opt/aetherflow/sandbox-runtime-comp
 # - server.bind: all interfaces inside the container (the default, 127.0.0.1, is unreachable
 #   through a published port).
 # - run.out_dir: run folders and the cost ledger go to the data volume.
+# - server.data_dir: the API's database (keys, runs, events, audit) and its run folders, on the
+#   data volume; server.workspace_roots: the only folder API runs may change.
 # - log.format: one JSON object per line, for log collectors.
 # The sandbox reads its runtime from AETHERFLOW_SANDBOX_RUNTIME and keeps compiled modules in
 # the sibling folder <runtime>-compiled (crates/sandbox/src/runtime.rs).
 ENV AETHERFLOW_SANDBOX_RUNTIME=/opt/aetherflow/sandbox-runtime \
     AETHERFLOW_SERVER__BIND=0.0.0.0:8080 \
     AETHERFLOW_RUN__OUT_DIR=/var/lib/aetherflow/runs \
+    AETHERFLOW_SERVER__DATA_DIR=/var/lib/aetherflow \
+    AETHERFLOW_SERVER__WORKSPACE_ROOTS=/var/lib/aetherflow/workspaces \
     AETHERFLOW_LOG__FORMAT=json
 
 # The working folder is where aetherflow.toml and .env are looked for; it is the data volume,
