@@ -528,6 +528,10 @@ impl Orchestrator {
                 r.reason = Some("the run was cancelled before this step started".into());
             }
         }
+        // The run's own budget account is done with (its spend is in the report and ledger).
+        self.resilience
+            .budgets
+            .forget(&Scope::Run(run_id.to_string()));
         let (totals, status) = RunReport::summarise(&reports, cancelled);
         let report = RunReport {
             schema_version: REPORT_SCHEMA_VERSION,

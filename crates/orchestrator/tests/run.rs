@@ -659,6 +659,9 @@ mod resilience {
             .collect();
         assert!(!refused.is_empty(), "{:?}", outcome.report.steps);
         assert!(refused[0].contains("exceeded"));
+        // The finished run's budget account is dropped, so a server does not keep one per run.
+        let scope = aetherflow_resilience::budget::Scope::Run(outcome.report.run_id.to_string());
+        assert_eq!(orchestrator.resilience().budgets.spend(&scope).cap, None);
     }
 
     #[tokio::test]

@@ -148,6 +148,12 @@ impl Budgets {
         }
     }
 
+    /// Drops the account of `scope` (a finished run's, say), so a long-lived process does not
+    /// keep one per run forever. Reservations still held on it settle into a fresh account.
+    pub fn forget(&self, scope: &Scope) {
+        self.lock().accounts.remove(scope);
+    }
+
     /// Reserves `amount` in every scope of `scopes` at once, or in none: the check and the
     /// reservation happen under one lock, so concurrent calls cannot both pass a check that
     /// only one of them fits.
@@ -264,6 +270,18 @@ mod tests {
 
     fn run() -> Scope {
         Scope::Run("r1".into())
+    }
+
+    #[test]
+    fn a_forgotten_scope_has_no_cap_or_spend_left() {
+        let b = Budgets::new();
+        b.set_cap(run(), Some(Money::from_micros(100)));
+        b.reserve(&[run()], Money::from_micros(60))
+            .expect("fits")
+            .commit(Money::from_micros(60));
+        b.forget(&run());
+        let spend = b.spend(&run());
+        assert_eq!((spend.cap, spend.committed), (None, Money::ZERO));
     }
 
     #[test]
