@@ -1215,3 +1215,41 @@ async fn each_key_has_a_daily_spend_cap() {
         "nothing was sent"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_generated_from_the_code() {
+    let server = start(&[]);
+    let r = reqwest::get(format!("{}/openapi.json", server.base))
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3."),
+        "{doc}"
+    );
+    for path in [
+        "/v1/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/cancel",
+        "/v1/runs/{id}/events",
+        "/v1/scan",
+        "/execute",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing: {}",
+            doc["paths"]
+        );
+    }
+    assert!(doc["paths"]["/v1/runs"]["post"]["responses"]["202"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["components"]["schemas"]["RunRequest"]["properties"]["workflow"].is_object());
+}

@@ -73,6 +73,7 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
             .app_data(json_config)
             .route("/v1/scan", web::post().to(scan))
             .route("/metrics", web::get().to(metrics))
+            .route("/openapi.json", web::get().to(crate::openapi::document))
             .route("/execute", web::post().to(crate::execute::execute))
             .service(
                 web::scope("/v1/runs")
@@ -86,10 +87,11 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
 }
 
 /// `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// The plan, in the original `plan.json` shape.
+    #[schema(value_type = Object)]
     pub plan: serde_json::Value,
     /// `direct` (default), `proto` or `prod`.
     #[serde(default)]
@@ -123,6 +125,16 @@ pub(crate) fn run_json(run: &RunRecord) -> serde_json::Value {
     value
 }
 
+/// Submit a plan run.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = RunRequest,
+    params(("wait" = Option<u64>, Query, description = "Seconds to wait for the run to end")),
+    responses(
+        (status = 202, description = "Accepted: the run is queued", body = RunRecord),
+        (status = 200, description = "The run ended within `wait`", body = RunRecord),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 422, body = crate::openapi::ErrorBody),
+        (status = 429, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn submit_run(
     caller: Caller,
     state: web::Data<AppState>,
@@ -218,6 +230,13 @@ struct ListQuery {
     before: Option<String>,
 }
 
+/// List runs, newest first (only the caller's own unless it is an admin key).
+#[utoipa::path(get, path = "/v1/runs", tag = "runs",
+    params(("status" = Option<String>, Query, description = "queued, running, succeeded, failed, cancelled or interrupted"),
+           ("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
+           ("before" = Option<String>, Query, description = "The `next` cursor of the page before")),
+    responses((status = 200, description = "`{runs: [...], next}`"), (status = 401, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list_runs(
     caller: Caller,
     state: web::Data<AppState>,
@@ -266,6 +285,11 @@ async fn visible_run(caller: &Caller, state: &AppState, id: &str) -> Result<RunR
     }
 }
 
+/// One run: status, every pass's report (steps, attempts, costs, files changed).
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, body = RunRecord), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_run(
     caller: Caller,
     state: web::Data<AppState>,
@@ -276,6 +300,12 @@ async fn get_run(
     Ok(HttpResponse::Ok().json(run_json(&run)))
 }
 
+/// Cancel a queued or running run.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 202, description = "Cancelling"), (status = 409, body = crate::openapi::ErrorBody),
+               (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn cancel_run(
     caller: Caller,
     state: web::Data<AppState>,
@@ -307,6 +337,13 @@ struct EventsQuery {
 /// `GET /v1/runs/{id}/events`: the run's progress as Server-Sent Events, each with its sequence
 /// number as `id`, replayed from the store and then live until the run ends; resumable with
 /// `Last-Event-ID` (or `?after=`). The stream ends with an `end` event carrying the final status.
+/// The run's progress as Server-Sent Events (`id` = sequence number; resume with
+/// `Last-Event-ID`); ends with an `end` event.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
+    params(("id" = String, Path, description = "The run's id"),
+           ("after" = Option<u64>, Query, description = "Resume after this sequence number")),
+    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream")),
+    security(("bearer" = [])))]
 async fn run_events(
     caller: Caller,
     state: web::Data<AppState>,
@@ -394,7 +431,7 @@ fn sse(seq: u64, json: &str) -> web::Bytes {
 }
 
 /// `POST /v1/scan`: files to check with the code-safety gate.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRequest {
     /// The files, each `{"path", "content"}`.
@@ -405,11 +442,12 @@ pub struct ScanRequest {
     /// Changes to the default policy, in the shape of a plan's `safety` (imports, block levels,
     /// rules).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub policy: Option<aetherflow_code_safety::PolicyOverrides>,
 }
 
 /// One file to scan.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanFile {
     /// Its name in the report.
@@ -421,6 +459,11 @@ pub struct ScanFile {
 /// Most files one scan request may carry.
 pub const MAX_SCAN_FILES: usize = 200;
 
+/// Check Python files with the code-safety gate; bandit-compatible JSON or SARIF.
+#[utoipa::path(post, path = "/v1/scan", tag = "scan", request_body = ScanRequest,
+    responses((status = 200, description = "Bandit-compatible JSON or SARIF 2.1.0; `X-AetherFlow-Blocked` counts blocked files"),
+              (status = 400, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn scan(
     caller: Caller,
     state: web::Data<AppState>,
@@ -481,6 +524,10 @@ async fn scan(
 }
 
 /// `GET /metrics`: Prometheus text format, for keys with the `admin` scope (spend is not public).
+/// Prometheus metrics (admin scope).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+    security(("bearer" = [])))]
 async fn metrics(
     caller: Caller,
     metrics: Option<web::Data<crate::metrics::Metrics>>,

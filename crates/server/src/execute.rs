@@ -22,19 +22,21 @@ use crate::jobs::Submission;
 use crate::store::{RunRecord, RunState};
 
 /// The original request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ExecuteRequest {
     /// A plan file inside the workspace roots.
     #[serde(default)]
     pub plan_path: Option<String>,
     /// The plan itself, as an object or as JSON text.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub plan_json: Option<Value>,
     /// `direct`, `proto` or `prod` (any case).
     #[serde(default)]
     pub workflow: Option<String>,
     /// Options: `output_dir` or `workspace` (a folder inside the roots), `mode`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub context: serde_json::Map<String, Value>,
     /// Where the files go (a folder inside the roots); `context.output_dir` means the same.
     #[serde(default)]
@@ -44,6 +46,12 @@ pub struct ExecuteRequest {
 /// Largest plan file read.
 const MAX_PLAN_BYTES: u64 = 1 << 20;
 
+/// The original tool's endpoint: run a plan and answer in its response shape.
+#[utoipa::path(post, path = "/execute", tag = "compatibility", request_body = ExecuteRequest,
+    responses((status = 200, description = "`{success, task_id, run_id, results, metrics, output_dir, message}`"),
+              (status = 202, description = "Still running after server.max_wait_secs"),
+              (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 pub(crate) async fn execute(
     caller: Caller,
     state: web::Data<AppState>,

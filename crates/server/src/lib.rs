@@ -1,6 +1,7 @@
 //! The HTTP API behind `aetherflow-api`: API keys (hashed, scoped, constant-time checks), the
 //! persistence trait with its embedded SQLite implementation, plan runs as background jobs
-//! (bounded queue and workers, events kept for replay), and the actix-web application.
+//! (bounded queue and workers, events kept for replay), rate limits, CORS and trusted hosts,
+//! metrics, the OpenAPI document, and the actix-web application.
 
 pub mod app;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod store;
 
 pub use keys::{KeyScope, Scopes};

@@ -45,7 +45,7 @@ pub struct KeyInfo {
 }
 
 /// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Waiting for a worker.
@@ -96,7 +96,7 @@ impl RunState {
 }
 
 /// A run submitted through the API (one plan, one workflow: one or more orchestrator runs).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// The API's id for it.
     pub id: String,
@@ -115,6 +115,7 @@ pub struct RunRecord {
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
     /// The report of each pass made so far (`report.json` objects).
+    #[schema(value_type = Vec<Object>)]
     pub reports: Vec<serde_json::Value>,
     /// Why it could not run at all, when it could not.
     pub error: Option<String>,
