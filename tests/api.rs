@@ -442,15 +442,7 @@ async fn a_run_is_accepted_executed_and_reported_to_its_own_key_only() {
     let id = queued["id"].as_str().expect("id").to_owned();
     let mut status = String::new();
     for _ in 0..300 {
-        let r: serde_json::Value = client
-            .get(format!("{url}/{id}"))
-            .bearer_auth(&writer)
-            .send()
-            .await
-            .expect("r")
-            .json()
-            .await
-            .expect("json");
+        let r: serde_json::Value = get_json(&client, format!("{url}/{id}"), &writer).await;
         status = r["status"].as_str().unwrap_or_default().to_owned();
         if status != "queued" && status != "running" {
             break;
@@ -458,37 +450,19 @@ async fn a_run_is_accepted_executed_and_reported_to_its_own_key_only() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(status, "succeeded");
-    let page: serde_json::Value = client
-        .get(format!("{url}?status=succeeded&limit=1"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let page: serde_json::Value =
+        get_json(&client, format!("{url}?status=succeeded&limit=1"), &writer).await;
     assert_eq!(page["runs"].as_array().map(Vec::len), Some(1));
     assert_eq!(page["runs"][0]["id"], id.as_str(), "newest first");
     let next = page["next"].as_str().expect("a next page").to_owned();
-    let page2: serde_json::Value = client
-        .get(format!("{url}?status=succeeded&limit=1&before={next}"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let page2: serde_json::Value = get_json(
+        &client,
+        format!("{url}?status=succeeded&limit=1&before={next}"),
+        &writer,
+    )
+    .await;
     assert_eq!(page2["runs"][0]["id"], run["id"]);
-    let theirs: serde_json::Value = client
-        .get(&url)
-        .bearer_auth(&other)
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let theirs: serde_json::Value = get_json(&client, &url, &other).await;
     assert_eq!(theirs["runs"].as_array().map(Vec::len), Some(0));
 }
 
@@ -1252,4 +1226,21 @@ async fn the_openapi_document_is_generated_from_the_code() {
         "bearer"
     );
     assert!(doc["components"]["schemas"]["RunRequest"]["properties"]["workflow"].is_object());
+}
+
+/// GET `url` with `key`, read as JSON.
+async fn get_json(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    key: &str,
+) -> serde_json::Value {
+    client
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
 }

@@ -217,6 +217,18 @@ struct Execution {
     files: Vec<ExtractedFile>,
 }
 
+impl Execution {
+    /// A step that ended with no output text and no files.
+    fn bare(index: usize, report: StepReport) -> Self {
+        Execution {
+            index,
+            report,
+            output: None,
+            files: Vec::new(),
+        }
+    }
+}
+
 impl Orchestrator {
     /// An orchestrator using `providers`, reading context from `workspace`.
     pub fn new(providers: ProviderSet, workspace: Workspace) -> Self {
@@ -701,23 +713,13 @@ async fn execute(
         report.failure = Some(kind);
         report.reason = Some(reason);
         report.duration = clock.elapsed();
-        Execution {
-            index,
-            report,
-            output: None,
-            files: Vec::new(),
-        }
+        Execution::bare(index, report)
     };
     if let Pass::DoubleCheck(produced) = &shared.pass {
         let skip = |mut report: StepReport, status: StepStatus, reason: &str| {
             report.status = status;
             report.reason = Some(reason.to_owned());
-            Execution {
-                index,
-                report,
-                output: None,
-                files: Vec::new(),
-            }
+            Execution::bare(index, report)
         };
         return match produced.get(&step.id) {
             None => skip(
@@ -740,12 +742,7 @@ async fn execute(
                     Ok(()) => {
                         report.status = StepStatus::Succeeded;
                         report.duration = clock.elapsed();
-                        Execution {
-                            index,
-                            report,
-                            output: None,
-                            files: Vec::new(),
-                        }
+                        Execution::bare(index, report)
                     }
                     Err(ReviewStop::Rejected(feedback)) => fail(
                         report,
