@@ -67,16 +67,38 @@ async fn health_answers() {
     assert_eq!(body["status"], "ok");
 }
 
+/// A server in a fresh folder, with a key of `scopes`.
+fn start_with_key(scopes: &str, extra_env: &[(&str, &str)]) -> (Server, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = create_key(dir.path(), scopes);
+    let mut server = start_in(dir.path(), extra_env);
+    server._keep = Some(dir);
+    (server, key)
+}
+
 #[tokio::test]
-async fn plans_are_validated_with_positions() {
-    let server = start(&[]);
+async fn plans_are_validated_with_positions_for_key_holders() {
+    let (server, key) = start_with_key("runs:read", &[]);
     let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/plans/validate", server.base))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.status(),
+        401,
+        "validation needs a key like every /v1 call"
+    );
     let good = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/todo-api/plan.json"),
     )
     .expect("example plan");
     let r = client
         .post(format!("{}/v1/plans/validate", server.base))
+        .bearer_auth(&key)
         .header("content-type", "application/json")
         .body(good)
         .send()
@@ -89,6 +111,7 @@ async fn plans_are_validated_with_positions() {
 
     let r = client
         .post(format!("{}/v1/plans/validate", server.base))
+        .bearer_auth(&key)
         .header("content-type", "application/yaml")
         .body("task_id: t\ndescription: d\nsteps:\n  - id: a\n    description: x\n    type: analysis\n    complexity: high\n")
         .send()
@@ -98,8 +121,9 @@ async fn plans_are_validated_with_positions() {
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["valid"], false);
     assert_eq!(body["position"]["line"], 7);
+    assert_eq!(body["error"]["code"], "invalid");
     assert!(
-        body["error"]
+        body["error"]["message"]
             .as_str()
             .unwrap_or_default()
             .contains("steps[0].complexity")
@@ -108,9 +132,13 @@ async fn plans_are_validated_with_positions() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let server = start(&[("AETHERFLOW_SERVER__MAX_BODY_BYTES", "1024")]);
+    let (server, key) = start_with_key(
+        "runs:read",
+        &[("AETHERFLOW_SERVER__MAX_BODY_BYTES", "1024")],
+    );
     let r = reqwest::Client::new()
         .post(format!("{}/v1/plans/validate", server.base))
+        .bearer_auth(&key)
         .header("content-type", "application/json")
         .body(vec![b' '; 4096])
         .send()
@@ -121,15 +149,18 @@ async fn oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn other_content_types_are_refused() {
-    let server = start(&[]);
+    let (server, key) = start_with_key("runs:read", &[]);
     let r = reqwest::Client::new()
         .post(format!("{}/v1/plans/validate", server.base))
+        .bearer_auth(&key)
         .header("content-type", "text/html")
         .body("<p>")
         .send()
         .await
         .expect("request");
     assert_eq!(r.status(), 415);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
 }
 
 #[tokio::test]
@@ -164,6 +195,19 @@ async fn ready_says_what_is_missing_and_turns_ready_when_it_is_there() {
     assert_eq!(body["checks"]["providers"], "none configured");
     let fixes = body["checks"]["fix"].to_string();
     assert!(fixes.contains("fetch-sandbox-runtime.py"), "{fixes}");
+
+    // With a provider but no runtime the server still starts, and says what is missing.
+    let server = start(&[
+        ("AETHERFLOW_SANDBOX_RUNTIME", &missing),
+        ("DEEPSEEK_API_KEY", "sk-test-not-a-real-key"),
+    ]);
+    let r = reqwest::get(format!("{}/ready", server.base))
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["checks"]["sandbox_runtime"], "missing");
+    assert_eq!(body["checks"]["providers"], "ok");
 
     let runtime = runtime_dir();
     let server = start(&[
@@ -1243,4 +1287,405 @@ async fn get_json(
         .json()
         .await
         .expect("json")
+}
+
+/// One part of a form: `(name, filename, content type, bytes)`; the content type and file
+/// name are whatever the client claims.
+type FormPart<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A `multipart/form-data` body: its content type and bytes.
+fn form(parts: &[FormPart<'_>]) -> (String, Vec<u8>) {
+    let boundary = "----aetherflow-test-7d1c";
+    let mut body = Vec::new();
+    for (name, filename, content_type, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{name}\"");
+        if let Some(f) = filename {
+            disposition.push_str(&format!("; filename=\"{f}\""));
+        }
+        body.extend_from_slice(format!("{disposition}\r\n").as_bytes());
+        if let Some(t) = content_type {
+            body.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A PNG header (signature and IHDR) of the given size, padded to `len` bytes.
+fn png(width: u32, height: u32, len: usize) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    b.extend_from_slice(&width.to_be_bytes());
+    b.extend_from_slice(&height.to_be_bytes());
+    b.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    b.resize(len.max(b.len()), 0);
+    b
+}
+
+fn uploads_in(dir: &std::path::Path) -> Vec<String> {
+    match std::fs::read_dir(dir.join("aetherflow-data/uploads")) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn designs_are_known_by_their_bytes_checked_stored_under_new_names_and_analysed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let designer = create_key(dir.path(), "designer");
+    let runner = create_key(dir.path(), "runs:write");
+    let server = run_server(
+        dir.path(),
+        &[("AETHERFLOW_SERVER__UPLOAD_MAX_BYTES", "4096")],
+    );
+    let client = reqwest::Client::new();
+    let post = |path: &str, key: &str, parts: &[FormPart<'_>]| {
+        let (content_type, body) = form(parts);
+        client
+            .post(format!("{}{path}", server.base))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let image = png(800, 600, 1024);
+
+    // A key without the scope is refused before anything is read or stored.
+    let r = post(
+        "/v1/studio/designer/upload",
+        &runner,
+        &[("file", Some("a.png"), Some("image/png"), &image)],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 403);
+
+    // A real PNG with a hostile name: stored under a generated name, analysed as JSON.
+    let r = post(
+        "/v1/studio/designer/upload",
+        &designer,
+        &[
+            (
+                "file",
+                Some("../../etc/evil.png"),
+                Some("application/octet-stream"),
+                &image,
+            ),
+            ("notes", None, None, b"the login page"),
+        ],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 201);
+    let answer: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(answer["upload"]["content_type"], "image/png", "{answer}");
+    assert_eq!(answer["upload"]["width"], 800);
+    assert_eq!(answer["upload"]["height"], 600);
+    assert_eq!(answer["upload"]["bytes"], 1024);
+    let stored = answer["upload"]["file"].as_str().expect("file").to_owned();
+    assert!(stored.ends_with(".png") && !stored.contains("evil") && !stored.contains('/'));
+    assert_eq!(uploads_in(&server.dir), vec![stored.clone()]);
+    let on_disk =
+        std::fs::read(server.dir.join("aetherflow-data/uploads").join(&stored)).expect("stored");
+    assert_eq!(on_disk, image);
+    assert!(answer["analysis"].is_object(), "{answer}");
+    assert!(answer["analysis"]["components"].is_array(), "{answer}");
+    assert_eq!(answer["provider"], "mock");
+    assert!(!server.dir.join("etc").exists());
+
+    // The original tool's path answers the same way.
+    let r = post(
+        "/studio/designer/upload",
+        &designer,
+        &[("file", Some("b.jpg"), None, &image)],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 201);
+
+    // HTML with a PNG name and type: refused for what it is, and nothing is stored.
+    let html = b"<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>";
+    let r = post(
+        "/v1/studio/designer/upload",
+        &designer,
+        &[("file", Some("design.png"), Some("image/png"), html)],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 415);
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "unsupported_media_type");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HTML"),
+        "{err}"
+    );
+
+    // An SVG with a script, or an event handler: refused.
+    for svg in [
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><rect onmouseover="alert(1)"/></svg>"#,
+    ] {
+        let r = post(
+            "/v1/studio/designer/upload",
+            &designer,
+            &[("file", Some("d.svg"), Some("image/svg+xml"), svg.as_bytes())],
+        )
+        .await
+        .expect("request");
+        assert_eq!(r.status(), 422, "{svg}");
+        let err: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(err["error"]["code"], "unsafe_upload");
+    }
+    // An inert SVG is analysed.
+    let svg = r##"<svg xmlns="http://www.w3.org/2000/svg" width="320" height="200"><rect width="100" height="30" fill="#7aca6a"/><text x="10" y="20">Sign in</text></svg>"##;
+    let r = post(
+        "/v1/studio/designer/upload",
+        &designer,
+        &[("file", Some("d.svg"), None, svg.as_bytes())],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 201);
+    let answer: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(answer["upload"]["content_type"], "image/svg+xml");
+    assert_eq!(answer["upload"]["width"], 320);
+
+    // Over the size cap: 413, nothing stored.
+    let big = png(100, 100, 8192);
+    let r = post(
+        "/v1/studio/designer/upload",
+        &designer,
+        &[("file", Some("big.png"), None, &big)],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 413);
+    // Not a form, or no file: 415 and 400.
+    let r = client
+        .post(format!("{}/v1/studio/designer/upload", server.base))
+        .bearer_auth(&designer)
+        .header("content-type", "image/png")
+        .body(image.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 415);
+    let r = post(
+        "/v1/studio/designer/upload",
+        &designer,
+        &[("notes", None, None, b"x")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        uploads_in(&server.dir).len(),
+        3,
+        "only the accepted designs are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_plan_file_can_be_submitted_as_a_multipart_form() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let server = run_server(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let yaml = serde_norway::to_string(&example_plan_json()).expect("yaml");
+    let (content_type, body) = form(&[
+        (
+            "plan",
+            Some("plan.yaml"),
+            Some("application/yaml"),
+            yaml.as_bytes(),
+        ),
+        ("workflow", None, None, b"direct"),
+        ("mode", None, None, b"fast"),
+        ("dry_run", None, None, b"true"),
+    ]);
+    let r = client
+        .post(format!("{}/v1/runs?wait=60", server.base))
+        .bearer_auth(&writer)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let run: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["reports"][0]["totals"]["succeeded"], 5);
+    assert!(
+        !server.dir.join("ws/app/repository.py").exists(),
+        "a dry run leaves the workspace alone"
+    );
+
+    // A broken plan file is a 422 naming the problem; an unknown field a 400.
+    let (content_type, body) = form(&[("plan", Some("plan.json"), None, b"{\"task_id\": \"x\"")]);
+    let r = client
+        .post(format!("{}/v1/runs", server.base))
+        .bearer_auth(&writer)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 422);
+    let (content_type, body) = form(&[
+        ("plan", Some("plan.yaml"), None, yaml.as_bytes()),
+        ("shell", None, None, b"rm -rf /"),
+    ]);
+    let r = client
+        .post(format!("{}/v1/runs", server.base))
+        .bearer_auth(&writer)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shell"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("dir");
+    let designer = create_key(dir.path(), "designer");
+    let server = run_server(
+        dir.path(),
+        &[("AETHERFLOW_SERVER__REQUEST_TIMEOUT_SECS", "1")],
+    );
+    let address = server.base.trim_start_matches("http://").to_owned();
+
+    // A request head that never ends.
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server closed the connection");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+
+    // A form body that trickles: 408 within the deadline.
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/studio/designer/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {designer}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nPNG"
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("answered before the test's own deadline")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+}
+
+#[tokio::test]
+async fn a_rotated_key_file_is_used_after_sighup_without_a_restart() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let deepseek = MockServer::start().await;
+    let design = serde_json::json!({"title": "Sign in", "layout": null, "components": [], "colors": [], "typography": [], "notes": null});
+    let ok = serde_json::json!({"id": "0b6c", "object": "chat.completion", "created": 1763990400, "model": "deepseek-v4-flash",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": design.to_string()}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}});
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(header("authorization", "Bearer sk-new-0002"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok))
+        .mount(&deepseek)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": {"message": "Authentication Fails, Your api key: ****0001 is invalid", "type": "authentication_error", "param": null, "code": "invalid_request_error"}})))
+        .mount(&deepseek)
+        .await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let key = create_key(dir.path(), "designer");
+    let key_file = dir.path().join("deepseek.key");
+    std::fs::write(&key_file, "sk-old-0001\n").expect("key file");
+    let runtime = runtime_dir();
+    let key_file_s = key_file.to_string_lossy().into_owned();
+    let server = start_in(
+        dir.path(),
+        &[
+            ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
+            ("DEEPSEEK_API_KEY_FILE", key_file_s.as_str()),
+            (
+                "AETHERFLOW_PROVIDERS__DEEPSEEK__BASE_URL",
+                deepseek.uri().as_str(),
+            ),
+            ("AETHERFLOW_SERVER__DESIGNER_PROVIDER", "deepseek"),
+            ("AETHERFLOW_RETRY__MAX_ATTEMPTS", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let svg = r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><text>Sign in</text></svg>"#;
+    let upload = || {
+        let (content_type, body) = form(&[("file", Some("d.svg"), None, svg.as_bytes())]);
+        client
+            .post(format!("{}/v1/studio/designer/upload", server.base))
+            .bearer_auth(&key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let r = upload().await.expect("request");
+    assert_eq!(r.status(), 502, "the old key is refused upstream");
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert!(!err.to_string().contains("sk-old"), "{err}");
+
+    std::fs::write(&key_file, "sk-new-0002\n").expect("rotate");
+    let pid = server.child.id().to_string();
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = upload().await.expect("the server survived SIGHUP");
+        status = r.status().as_u16();
+        if status == 201 {
+            let answer: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(answer["provider"], "deepseek");
+            assert_eq!(answer["analysis"]["title"], "Sign in");
+            break;
+        }
+    }
+    assert_eq!(status, 201, "the new key is in use");
 }

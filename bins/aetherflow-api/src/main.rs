@@ -4,8 +4,8 @@
 //! (`/v1/runs`, behind API keys with scopes; see the `aetherflow-server` crate), sharing the
 //! orchestrator with the CLI. `aetherflow-api keys create|list|revoke` manages the keys;
 //! `aetherflow-api healthcheck` probes a running server (the container image's `HEALTHCHECK`,
-//! which has no curl or shell). Rate limits, CORS, uploads, metrics and the OpenAI-compatible
-//! endpoint are still to come; the server binds to loopback by default.
+//! which has no curl or shell). The OpenAI-compatible endpoint is still to come; the server
+//! binds to loopback by default.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -62,7 +62,7 @@ enum KeysAction {
         /// A name for people (who or what uses it).
         #[arg(long)]
         name: String,
-        /// Scopes, comma-separated: runs:write, runs:read, scan, chat, admin.
+        /// Scopes, comma-separated: runs:write, runs:read, scan, chat, designer, admin.
         #[arg(long, value_name = "SCOPES", default_value = "runs:write,runs:read")]
         scopes: String,
         /// As JSON.
@@ -160,6 +160,31 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the job runtime")?;
+    // Provider keys in files (`*_API_KEY_FILE`) rotate without a restart: re-read when a file
+    // changes and on SIGHUP. The handler is installed even with no key file, so a SIGHUP never
+    // stops the server.
+    {
+        let _entered = jobs_runtime.enter();
+        let reloader = aetherflow_orchestrator::setup::KeyReloader::new(&configured, &keys);
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        if !reloader.is_empty() {
+            jobs_runtime.spawn(reloader.watch(std::time::Duration::from_secs(5), reload_rx));
+        }
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                jobs_runtime.spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: re-reading provider key files");
+                        let _ = reload_tx.send(());
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: key files are re-read only when they change")
+            }
+        }
+    }
     let interrupted = jobs_runtime.block_on(store.interrupt_unfinished())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -178,7 +203,13 @@ fn main() -> anyhow::Result<()> {
         store: Arc::clone(&store),
     };
     let metrics = aetherflow_server::metrics::Metrics::new().context("registering metrics")?;
-    let jobs = match (&sandbox_error, engine(&settings, &configured, sandbox_config)?) {
+    // Without a usable runtime the engine (which holds the sandbox) is not built at all: the
+    // server still starts, /ready answers 503 with the fix, and runs are refused.
+    let engine = match &sandbox_error {
+        Some(_) => None,
+        None => engine(&settings, &configured, sandbox_config)?,
+    };
+    let jobs = match (&sandbox_error, engine) {
         (Some(e), _) => Err(format!("the sandbox runtime is not usable ({e}); install it with python3 scripts/fetch-sandbox-runtime.py")),
         (None, None) => Err("no provider is configured: set a provider key (e.g. DEEPSEEK_API_KEY) or server.offline = true".to_owned()),
         (None, Some(engine)) => Ok(Jobs::new(
@@ -221,6 +252,18 @@ fn main() -> anyhow::Result<()> {
         jobs: jobs.clone(),
         max_wait_secs: settings.server.max_wait_secs,
     };
+    let request_timeout =
+        std::time::Duration::from_secs(settings.server.request_timeout_secs.max(1));
+    let uploads = aetherflow_server::upload::UploadSettings {
+        max_bytes: settings.server.upload_max_bytes,
+        dir: settings.server.data_dir.join("uploads"),
+        provider: settings.server.designer_provider.clone(),
+        read_timeout: request_timeout,
+    };
+    let form_limits = aetherflow_server::app::FormLimits {
+        max_bytes: max_body,
+        read_timeout: request_timeout,
+    };
 
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -235,7 +278,15 @@ fn main() -> anyhow::Result<()> {
                 .wrap(actix_web::middleware::from_fn(
                     aetherflow_server::edge::trusted_hosts,
                 ))
+                .wrap(actix_web::middleware::from_fn(
+                    aetherflow_server::timeouts::middleware,
+                ))
                 .wrap(aetherflow_server::app::security_headers())
+                .app_data(web::Data::new(
+                    aetherflow_server::timeouts::RequestDeadline(request_timeout),
+                ))
+                .app_data(web::Data::new(uploads.clone()))
+                .app_data(web::Data::new(form_limits.clone()))
                 .app_data(web::Data::new(limits.clone()))
                 .app_data(web::Data::new(trusted_hosts.clone()))
                 .app_data(web::Data::new(metrics.clone()))
@@ -248,6 +299,10 @@ fn main() -> anyhow::Result<()> {
                 .configure(aetherflow_server::app::configure(state.clone(), max_body))
         })
         .shutdown_timeout(settings.server.shutdown_grace_secs)
+        // A client that does not send its request head in time is dropped (slow-loris).
+        .client_request_timeout(request_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        .keep_alive(std::time::Duration::from_secs(75))
         .listen(listener)?
         .run();
         // The first line on stdout is the address, so tools and tests can find a port-0 server.
@@ -388,7 +443,7 @@ fn keys(
             KeysAction::Create { name, scopes, json } => {
                 let scopes = Scopes::parse_list(scopes).map_err(anyhow::Error::msg)?;
                 if scopes.0.is_empty() {
-                    anyhow::bail!("--scopes is empty: give at least one of runs:write, runs:read, scan, chat, admin");
+                    anyhow::bail!("--scopes is empty: give at least one of runs:write, runs:read, scan, chat, designer, admin");
                 }
                 let (info, key) = store.create_key(name, &scopes).await?;
                 store.audit(None, "key.create", &info.id).await?;
@@ -494,7 +549,12 @@ fn healthcheck(url: Option<&str>, bind: &str, timeout_ms: u64) -> anyhow::Result
 }
 
 /// Validates a plan sent as JSON, or as YAML with a YAML content type.
-async fn validate_plan(request: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn validate_plan(
+    _caller: aetherflow_server::auth::Caller,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, aetherflow_server::error::ApiError> {
+    use aetherflow_server::error::ApiError;
     let content_type = request
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -506,15 +566,18 @@ async fn validate_plan(request: HttpRequest, body: web::Bytes) -> HttpResponse {
     } else if content_type.starts_with("application/json") || content_type.is_empty() {
         PlanFormat::Json
     } else {
-        return HttpResponse::UnsupportedMediaType().json(json!({
-            "error": format!("content type `{content_type}` is not a plan: send application/json or application/yaml"),
-        }));
+        return Err(ApiError {
+            status: 415,
+            code: "unsupported_media_type",
+            message: format!(
+                "content type `{content_type}` is not a plan: send application/json or application/yaml"
+            ),
+            retry_after: None,
+        });
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return HttpResponse::BadRequest()
-            .json(json!({"valid": false, "error": "the body is not UTF-8 text"}));
-    };
-    match load_plan(text, format) {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8 text"))?;
+    Ok(match load_plan(text, format) {
         Ok(plan) => HttpResponse::Ok().content_type(ContentType::json()).json(json!({
             "valid": true,
             "task_id": plan.plan().task_id,
@@ -522,10 +585,11 @@ async fn validate_plan(request: HttpRequest, body: web::Bytes) -> HttpResponse {
             "levels": plan.levels().iter().map(|l| l.iter().map(|&i| plan.steps()[i].id.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(),
             "warnings": plan.warnings(),
         })),
+        // The usual error shape, plus where the problem is.
         Err(e) => HttpResponse::UnprocessableEntity().json(json!({
             "valid": false,
-            "error": e.to_string(),
+            "error": {"code": "invalid", "message": e.to_string()},
             "position": e.position().map(|(line, column)| json!({"line": line, "column": column})),
         })),
-    }
+    })
 }

@@ -161,6 +161,35 @@ struct Shared {
     apply_lock: tokio::sync::Mutex<()>,
 }
 
+impl Shared {
+    fn calls(&self) -> CallEnv<'_> {
+        CallEnv {
+            retry: &self.retry,
+            breakers: &self.breakers,
+            budgets: &self.budgets,
+            scopes: &self.scopes,
+            cache: self.cache.as_ref(),
+            provider_limits: &self.provider_limits,
+            monitor: self.monitor.as_deref(),
+            events: &self.events,
+        }
+    }
+}
+
+/// What a provider call needs from its surroundings: retries, breakers, the budgets and the
+/// scopes it is charged to, the response cache, concurrency limits, the usage monitor, and
+/// where its events go. A plan step and a one-off request (`crate::call`) share it.
+pub(crate) struct CallEnv<'a> {
+    pub(crate) retry: &'a RetryPolicy,
+    pub(crate) breakers: &'a Breakers,
+    pub(crate) budgets: &'a Budgets,
+    pub(crate) scopes: &'a [Scope],
+    pub(crate) cache: Option<&'a ResponseCache>,
+    pub(crate) provider_limits: &'a ProviderLimits,
+    pub(crate) monitor: Option<&'a UsageMonitor>,
+    pub(crate) events: &'a EventSink,
+}
+
 /// Output tokens assumed for the worst case when a request sets no limit.
 const DEFAULT_WORST_CASE_OUTPUT: u32 = 32_768;
 
@@ -867,7 +896,14 @@ async fn execute(
     loop {
         // `context.cache: false` keeps this step's answers out of the response cache.
         let cacheable = ctx.cache != Some(false);
-        let response = match generate(&shared, &targets, &mut request, cacheable, &mut report).await
+        let response = match generate(
+            &shared.calls(),
+            &targets,
+            &mut request,
+            cacheable,
+            &mut report,
+        )
+        .await
         {
             Ok(response) => response,
             Err((kind, reason)) => return fail(report, kind, reason, clock),
@@ -1012,7 +1048,7 @@ async fn review_files(
             report.model.take(),
             report.finish_reason.take(),
         );
-        let answer = generate(shared, reviewers, &mut request, false, report).await;
+        let answer = generate(&shared.calls(), reviewers, &mut request, false, report).await;
         (report.provider, report.model, report.finish_reason) = author;
         // A review the budget cannot pay for is a budget failure; anything else is no verdict.
         answer
@@ -1179,19 +1215,14 @@ async fn apply_files(
 
 /// Sends the request down the step's provider chain (retries, fallbacks, window checks) until
 /// one answers usably. `Err` is the step's failure reason.
-async fn generate(
-    shared: &Arc<Shared>,
+pub(crate) async fn generate(
+    env: &CallEnv<'_>,
     targets: &[Target],
     request: &mut ChatRequest,
     cacheable: bool,
     report: &mut StepReport,
 ) -> Result<aetherflow_provider::ChatResponse, (FailureKind, String)> {
-    let prompt_bytes = request.system.as_deref().map_or(0, str::len)
-        + request
-            .messages
-            .iter()
-            .map(|m| m.content.len())
-            .sum::<usize>();
+    let prompt_tokens_bound = request.prompt_token_bound();
     // A tokenizer's count of the prompt plus the answer allowance: models whose window is too
     // small are skipped before any call.
     let needed_tokens = aetherflow_provider::tokens::estimate_request(request)
@@ -1211,7 +1242,8 @@ async fn generate(
             continue;
         }
         request.model.clone_from(&target.entry.model);
-        match call_with_retries(shared, target, request, prompt_bytes, cacheable, report).await {
+        match call_with_retries(env, target, request, prompt_tokens_bound, cacheable, report).await
+        {
             TargetResult::Answer(response) => {
                 report.provider = Some(target.name.clone());
                 report.model = Some(response.model.clone());
@@ -1274,13 +1306,13 @@ async fn generate(
 
 /// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the
 /// background: an unreachable webhook never slows a run).
-fn raise_usage_alert(shared: &Shared, monitor: &UsageMonitor, alert: UsageAlert) {
+fn raise_usage_alert(events: &EventSink, monitor: &UsageMonitor, alert: UsageAlert) {
     tracing::warn!(provider = %alert.provider, kind = ?alert.kind, current = alert.current, baseline = alert.baseline, "usage anomaly");
     let kind = match alert.kind {
         aetherflow_resilience::alerts::AlertKind::Spend => "spend",
         aetherflow_resilience::alerts::AlertKind::ErrorRate => "error_rate",
     };
-    shared.events.emit(RunEvent::UsageAlert {
+    events.emit(RunEvent::UsageAlert {
         provider: alert.provider.clone(),
         kind: kind.to_owned(),
         current: alert.current,
@@ -1311,15 +1343,15 @@ enum TargetResult {
 /// Calls one target, retrying per policy, inside the breaker and the budget; every call is
 /// recorded as an attempt in `report`.
 async fn call_with_retries(
-    shared: &Shared,
+    shared: &CallEnv<'_>,
     target: &Target,
     request: &ChatRequest,
-    prompt_bytes: usize,
+    prompt_tokens_bound: u64,
     cacheable: bool,
     report: &mut StepReport,
 ) -> TargetResult {
     let provider = &target.entry.provider;
-    let cache_key = match (&shared.cache, cacheable) {
+    let cache_key = match (shared.cache, cacheable) {
         (Some(cache), true) => {
             let key = ResponseCache::key(&target.name, request);
             if let Some(hit) = cache.get(&key) {
@@ -1347,7 +1379,7 @@ async fn call_with_retries(
     }
     let worst_case = price.map(|p| {
         worst_case_cost(
-            prompt_bytes as u64,
+            prompt_tokens_bound,
             u64::from(
                 request
                     .max_output_tokens
@@ -1360,9 +1392,9 @@ async fn call_with_retries(
     let mut attempt_no = 0u32;
     loop {
         attempt_no += 1;
-        let reservation = match (worst_case, shared.budgets.has_caps(&shared.scopes)) {
+        let reservation = match (worst_case, shared.budgets.has_caps(shared.scopes)) {
             (_, false) => None,
-            (Some(amount), true) => match shared.budgets.reserve(&shared.scopes, amount) {
+            (Some(amount), true) => match shared.budgets.reserve(shared.scopes, amount) {
                 Ok(r) => Some(r),
                 Err(e) => return TargetResult::OverBudget(e.to_string()),
             },
@@ -1400,7 +1432,7 @@ async fn call_with_retries(
                 Err(_) => Money::ZERO,
             };
             for alert in monitor.observe(&target.name, cost, result.is_err()) {
-                raise_usage_alert(shared, monitor, alert);
+                raise_usage_alert(shared.events, monitor, alert);
             }
         }
         let mut attempt = Attempt {
@@ -1417,7 +1449,7 @@ async fn call_with_retries(
         let error = match result {
             Ok(response) => {
                 // Only complete, usable answers are worth giving again.
-                if let (Some(cache), Some(key)) = (&shared.cache, cache_key)
+                if let (Some(cache), Some(key)) = (shared.cache, cache_key)
                     && response.finish_reason == FinishReason::Stop
                     && !response.text.trim().is_empty()
                 {

@@ -27,6 +27,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod call;
 mod engine;
 mod events;
 pub mod extract;

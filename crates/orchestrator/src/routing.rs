@@ -21,6 +21,8 @@ pub fn canonical_provider_name(name: &str) -> String {
         "moonshot" | "kimi" => "kimi".to_owned(),
         "mistral" | "codestral" => "codestral".to_owned(),
         "google" | "gemini" => "gemini".to_owned(),
+        // The settings section is `[providers.openai_compatible]`; the provider's name has a dash.
+        "openai_compatible" | "openai-compatible" | "local" => "openai-compatible".to_owned(),
         _ => lower,
     }
 }
@@ -150,6 +152,12 @@ impl ProviderSet {
     /// The targets a gate-keeper review tries: `preferred` (Kimi by default) when configured,
     /// then the default provider. Offline, the mock.
     pub fn reviewers(&self, preferred: &str) -> Vec<Target> {
+        self.preferring_targets(preferred)
+    }
+
+    /// `preferred` when it is configured, then the default provider; offline, the mock. For
+    /// requests outside plans that want a particular provider (a review, a design analysis).
+    pub fn preferring_targets(&self, preferred: &str) -> Vec<Target> {
         let mut names = Vec::new();
         if !self.offline {
             names.push(canonical_provider_name(preferred));
@@ -280,5 +288,9 @@ mod tests {
         assert_eq!(canonical_provider_name("Moonshot"), "kimi");
         assert_eq!(canonical_provider_name("mistral"), "codestral");
         assert_eq!(canonical_provider_name("groq"), "groq");
+        assert_eq!(
+            canonical_provider_name("openai_compatible"),
+            "openai-compatible"
+        );
     }
 }

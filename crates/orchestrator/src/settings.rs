@@ -284,6 +284,15 @@ pub struct ServerSettings {
     /// any. Set it whenever the server is reachable beyond loopback.
     #[serde(deserialize_with = "string_list")]
     pub allowed_hosts: Vec<String>,
+    /// Longest a request may take to be answered, in seconds; routes that wait on a model or a
+    /// run have their own deadlines. Also the time a client has to send a request's head and
+    /// a form's body.
+    pub request_timeout_secs: u64,
+    /// Largest design image accepted by the designer upload, in bytes.
+    pub upload_max_bytes: usize,
+    /// The provider asked first to analyse uploaded designs (a vision model), then the
+    /// default provider.
+    pub designer_provider: String,
 }
 
 impl Default for ServerSettings {
@@ -303,6 +312,9 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             key_day_usd: None,
             allowed_hosts: Vec::new(),
+            request_timeout_secs: 30,
+            upload_max_bytes: 10 * 1024 * 1024,
+            designer_provider: "gemini".into(),
         }
     }
 }

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 
 pub use error::{FallbackClass, ProviderError, TimeoutPhase};
 pub use types::{
-    ApiKey, ChatRequest, ChatResponse, ChatStream, FinishReason, Message, Role, StepHint,
+    ApiKey, ChatRequest, ChatResponse, ChatStream, FinishReason, Image, Message, Role, StepHint,
     StreamEvent, collect_stream,
 };
 

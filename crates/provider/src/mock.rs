@@ -165,6 +165,7 @@ pub struct MockProvider {
     latency: Duration,
     served: Mutex<HashMap<String, u32>>,
     calls: AtomicU64,
+    price: Option<Price>,
 }
 
 impl MockProvider {
@@ -175,7 +176,15 @@ impl MockProvider {
             latency,
             served: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
+            price: None,
         }
+    }
+
+    /// Charges `price` for its (estimated) tokens instead of nothing: for tests of budgets and
+    /// cost accounting.
+    pub fn with_price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
     }
 
     /// How many calls the mock has answered or failed.
@@ -306,11 +315,19 @@ fn estimate_tokens(chars: usize) -> u64 {
 /// The `step_type` of a gate-keeper review request: the mock approves.
 pub const REVIEW_STEP_TYPE: &str = "review";
 
+/// The `step_type` of a design analysis (an uploaded mock-up described as JSON): the mock
+/// answers with a design object of the documented shape.
+pub const DESIGN_STEP_TYPE: &str = "design_analysis";
+
 /// The mock's answer for a step: fenced blocks naming their target file for code steps, a
-/// markdown report for analysis, an approving verdict for a review.
+/// markdown report for analysis, an approving verdict for a review, a design object for a
+/// design analysis.
 pub fn default_answer(hint: &StepHint) -> String {
     if hint.step_type == REVIEW_STEP_TYPE {
         return "{\"approve\": true, \"issues\": []}".to_owned();
+    }
+    if hint.step_type == DESIGN_STEP_TYPE {
+        return "{\"title\": \"Offline design analysis\", \"layout\": {\"type\": \"single-column\", \"regions\": [\"header\", \"main\", \"footer\"]}, \"components\": [{\"type\": \"heading\", \"label\": null, \"text\": null, \"region\": \"header\"}], \"colors\": [], \"typography\": [], \"notes\": \"Answered offline by the AetherFlow mock provider, which does not look at the image; configure a vision provider (Gemini) for a real analysis.\"}".to_owned();
     }
     let behaviour = StepType::parse(&hint.step_type).map(StepType::behaviour);
     let id = if hint.step_id.is_empty() {
@@ -427,7 +444,7 @@ impl Provider for MockProvider {
     }
 
     fn price(&self, _model: &str) -> Option<Price> {
-        Some(Price::FREE)
+        Some(self.price.unwrap_or(Price::FREE))
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {

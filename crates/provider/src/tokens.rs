@@ -53,7 +53,11 @@ pub fn estimate_request(request: &ChatRequest) -> u64 {
     let messages: u64 = request
         .messages
         .iter()
-        .map(|m| estimate(&m.content) + TOKENS_PER_MESSAGE)
+        .map(|m| {
+            estimate(&m.content)
+                + TOKENS_PER_MESSAGE
+                + m.images.len() as u64 * crate::Image::ESTIMATED_TOKENS
+        })
         .sum();
     system + messages
 }

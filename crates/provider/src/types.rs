@@ -30,6 +30,54 @@ pub struct Message {
     /// The model's reasoning on an earlier assistant turn, passed back where a provider needs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
+    /// Images that go with a user turn (vision), sent before its text. Providers that read no
+    /// images refuse such a request before any call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
+}
+
+/// An image in a request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Its media type, e.g. `image/png` or `image/jpeg`.
+    pub mime_type: String,
+    /// Its bytes, base64-encoded (standard alphabet, padded), as every wire format carries them.
+    pub base64: String,
+}
+
+impl Image {
+    /// Prompt tokens one image is estimated at before a call (window checks): Gemini counts 258
+    /// per 768-pixel tile and OpenAI-style vision models 85 plus 170 per 512-pixel tile, so about
+    /// a thousand covers a typical screenshot.
+    pub const ESTIMATED_TOKENS: u64 = 1_100;
+    /// Prompt tokens budget reservations allow per image: more than any listed provider bills
+    /// for an image of up to 4096 × 4096 pixels (Gemini: 36 tiles × 258; OpenAI-style: 85 +
+    /// 64 × 170 at most), so a reservation is never smaller than the bill.
+    pub const RESERVED_TOKENS: u64 = 12_000;
+
+    /// An image of `mime_type` from its raw bytes.
+    pub fn from_bytes(mime_type: impl Into<String>, bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        Image {
+            mime_type: mime_type.into(),
+            base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The image as a `data:` URL (OpenAI-style `image_url` parts).
+    pub fn data_url(&self) -> String {
+        format!("data:{};base64,{}", self.mime_type, self.base64)
+    }
+}
+
+impl fmt::Debug for Image {
+    // Megabytes of base64 have no place in logs or panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Image")
+            .field("mime_type", &self.mime_type)
+            .field("base64_len", &self.base64.len())
+            .finish()
+    }
 }
 
 impl Message {
@@ -39,6 +87,15 @@ impl Message {
             role: Role::User,
             content: content.into(),
             reasoning: None,
+            images: Vec::new(),
+        }
+    }
+
+    /// A user turn showing `images` before its text.
+    pub fn user_with_images(content: impl Into<String>, images: Vec<Image>) -> Self {
+        Message {
+            images,
+            ..Message::user(content)
         }
     }
 
@@ -48,6 +105,7 @@ impl Message {
             role: Role::Assistant,
             content: content.into(),
             reasoning: None,
+            images: Vec::new(),
         }
     }
 }
@@ -89,6 +147,22 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// The step this request serves, if any.
     pub step: Option<StepHint>,
+}
+
+impl ChatRequest {
+    /// How many images the request carries.
+    pub fn image_count(&self) -> usize {
+        self.messages.iter().map(|m| m.images.len()).sum()
+    }
+
+    /// A bound on the prompt's tokens that no tokenizer can exceed: one per byte of text (no
+    /// token is shorter than a byte) plus [`Image::RESERVED_TOKENS`] per image. Budget
+    /// reservations use it, so spend never passes a cap because of an estimate.
+    pub fn prompt_token_bound(&self) -> u64 {
+        let text = self.system.as_deref().map_or(0, str::len)
+            + self.messages.iter().map(|m| m.content.len()).sum::<usize>();
+        text as u64 + self.image_count() as u64 * Image::RESERVED_TOKENS
+    }
 }
 
 /// Why the model stopped, normalised (see the providers spec, section 6).

@@ -32,6 +32,7 @@ pub fn dialect() -> Dialect {
         seed_field: Some("random_seed"),
         stream_usage_option: false,
         reasoning_field: None,
+        images: false,
         free_when_unpriced: false,
     }
 }

@@ -23,6 +23,7 @@ pub fn dialect() -> Dialect {
         seed_field: None,
         stream_usage_option: true,
         reasoning_field: Some("reasoning_content"),
+        images: false,
         free_when_unpriced: false,
     }
 }

@@ -73,9 +73,15 @@ pub fn body(request: &ChatRequest) -> Value {
         .messages
         .iter()
         .map(|m| {
+            let mut parts: Vec<Value> = m
+                .images
+                .iter()
+                .map(|i| json!({"inlineData": {"mimeType": i.mime_type, "data": i.base64}}))
+                .collect();
+            parts.push(json!({"text": m.content}));
             json!({
                 "role": match m.role { Role::User => "user", Role::Assistant => "model" },
-                "parts": [{"text": m.content}],
+                "parts": parts,
             })
         })
         .collect();

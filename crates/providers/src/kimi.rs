@@ -25,6 +25,7 @@ pub fn dialect() -> Dialect {
         seed_field: None,
         stream_usage_option: false,
         reasoning_field: Some("reasoning_content"),
+        images: true,
         free_when_unpriced: false,
     }
 }

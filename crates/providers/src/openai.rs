@@ -33,6 +33,9 @@ pub struct Dialect {
     pub stream_usage_option: bool,
     /// Whether earlier assistant reasoning goes back as `reasoning_content`.
     pub reasoning_field: Option<&'static str>,
+    /// Whether user turns may carry images (as `image_url` parts with `data:` URLs); a request
+    /// with images to a provider that reads none is refused before it is sent.
+    pub images: bool,
     /// Whether a model missing from the price table is free (local servers) rather than
     /// unknown.
     pub free_when_unpriced: bool,
@@ -79,6 +82,14 @@ impl OpenAiStyle {
         stream: bool,
         started: Instant,
     ) -> Result<(reqwest::Response, Option<aetherflow_provider::ApiKey>), ProviderError> {
+        if !self.dialect.images && request.image_count() > 0 {
+            return Err(ProviderError::InvalidRequest {
+                message: format!(
+                    "{} reads no images; send images to a vision model (gemini, kimi, groq or an OpenAI-compatible server)",
+                    self.name
+                ),
+            });
+        }
         let body = self.body(request, stream);
         tracing::debug!(provider = self.name, model = %request.model, stream, "sending chat request");
         let flavor = self.dialect.flavor;
@@ -127,7 +138,17 @@ pub fn build_body(dialect: &Dialect, request: &ChatRequest, stream: bool) -> Val
                 Role::Assistant => "assistant",
             }),
         );
-        msg.insert("content".into(), Value::from(m.content.clone()));
+        if m.images.is_empty() {
+            msg.insert("content".into(), Value::from(m.content.clone()));
+        } else {
+            let mut parts: Vec<Value> = m
+                .images
+                .iter()
+                .map(|i| json!({"type": "image_url", "image_url": {"url": i.data_url()}}))
+                .collect();
+            parts.push(json!({"type": "text", "text": m.content}));
+            msg.insert("content".into(), Value::Array(parts));
+        }
         if let (Role::Assistant, Some(field), Some(reasoning)) =
             (m.role, dialect.reasoning_field, &m.reasoning)
         {

@@ -19,6 +19,7 @@ pub fn dialect() -> Dialect {
         seed_field: Some("seed"),
         stream_usage_option: true,
         reasoning_field: None,
+        images: true,
         free_when_unpriced: true,
     }
 }

@@ -270,3 +270,26 @@ async fn a_refused_key_is_replaced_by_the_next_within_the_same_call() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_request_with_images_is_refused_before_it_is_sent() {
+    let server = MockServer::start().await;
+    let adapter = deepseek::adapter(config(&server, "", pool("deepseek", &["sk-ds-test-0001"])))
+        .expect("adapter");
+    let mut req = request("deepseek-chat");
+    req.messages = vec![aetherflow_provider::Message::user_with_images(
+        "Describe",
+        vec![aetherflow_provider::Image::from_bytes("image/png", b"png")],
+    )];
+    let err = adapter.chat(&req).await.expect_err("no vision");
+    assert_eq!(err.kind(), "invalid_request", "{err}");
+    assert!(err.to_string().contains("reads no images"), "{err}");
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty(),
+        "nothing was sent"
+    );
+}

@@ -210,3 +210,24 @@ async fn errors_follow_gemini_conventions() {
     assert_eq!(err.kind(), "model_not_found");
     assert!(err.to_string().contains("gemini-2.0-flash"));
 }
+
+#[tokio::test]
+async fn images_go_as_inline_data_before_the_text() {
+    let server = server_with(200, OK).await;
+    let adapter =
+        gemini::adapter(config(&server, "/v1beta", pool("gemini", &[KEY]))).expect("adapter");
+    let mut req = request("gemini-2.5-flash");
+    let png = aetherflow_provider::Image::from_bytes("image/png", b"\x89PNG\r\n\x1a\n....");
+    req.messages = vec![aetherflow_provider::Message::user_with_images(
+        "Describe this design.",
+        vec![png.clone()],
+    )];
+    adapter.chat(&req).await.expect("answer");
+    let sent = &server.received_requests().await.expect("recording")[0];
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).expect("json");
+    let parts = body["contents"][0]["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 2, "{body}");
+    assert_eq!(parts[0]["inlineData"]["mimeType"], "image/png");
+    assert_eq!(parts[0]["inlineData"]["data"], png.base64.as_str());
+    assert_eq!(parts[1]["text"], "Describe this design.");
+}

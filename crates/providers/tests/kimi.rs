@@ -116,3 +116,35 @@ async fn kimi_errors_are_typed() {
         assert_eq!(err.kind(), kind, "{status} {body}");
     }
 }
+
+#[tokio::test]
+async fn images_go_as_image_url_parts_and_text_stays_a_string_without_them() {
+    let server = MockServer::start().await;
+    let body = r#"{"id":"chatcmpl-6925","object":"chat.completion","created":1763991000,"model":"kimi-k2.6","choices":[{"index":0,"message":{"role":"assistant","content":"a login form"},"finish_reason":"stop"}],"usage":{"prompt_tokens":300,"completion_tokens":3,"total_tokens":303}}"#;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let adapter = kimi::adapter(config(&server, "/v1", pool("kimi", &[KEY]))).expect("adapter");
+    let mut req = request("kimi-k2.6");
+    let jpeg = aetherflow_provider::Image::from_bytes("image/jpeg", b"\xff\xd8\xff\xe0 jpeg");
+    req.messages = vec![
+        aetherflow_provider::Message::user_with_images("What is this?", vec![jpeg.clone()]),
+        aetherflow_provider::Message::assistant("A form."),
+        aetherflow_provider::Message::user("Which fields?"),
+    ];
+    adapter.chat(&req).await.expect("answer");
+    let sent = sent_body(&server).await;
+    let first = &sent["messages"][1]["content"];
+    assert_eq!(first[0]["type"], "image_url");
+    assert_eq!(
+        first[0]["image_url"]["url"],
+        format!("data:image/jpeg;base64,{}", jpeg.base64)
+    );
+    assert_eq!(
+        first[1],
+        serde_json::json!({"type": "text", "text": "What is this?"})
+    );
+    assert_eq!(sent["messages"][3]["content"], "Which fields?");
+}

@@ -75,8 +75,33 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
             .route("/metrics", web::get().to(metrics))
             .route("/openapi.json", web::get().to(crate::openapi::document))
             .route("/execute", web::post().to(crate::execute::execute))
+            .route(
+                "/v1/studio/designer/upload",
+                web::post().to(crate::upload::designer_upload),
+            )
+            // The original tool's path.
+            .route(
+                "/studio/designer/upload",
+                web::post().to(crate::upload::designer_upload),
+            )
             .service(
                 web::scope("/v1/runs")
+                    .route(
+                        "",
+                        web::post()
+                            .guard(actix_web::guard::fn_guard(|ctx| {
+                                ctx.head()
+                                    .headers()
+                                    .get(header::CONTENT_TYPE)
+                                    .and_then(|v| v.to_str().ok())
+                                    .is_some_and(|v| {
+                                        v.trim_start()
+                                            .to_ascii_lowercase()
+                                            .starts_with("multipart/form-data")
+                                    })
+                            }))
+                            .to(submit_run_form),
+                    )
                     .route("", web::post().to(submit_run))
                     .route("", web::get().to(list_runs))
                     .route("/{id}", web::get().to(get_run))
@@ -145,6 +170,85 @@ async fn submit_run(
     let request = body.into_inner();
     let text = serde_json::to_string(&request.plan).map_err(ApiError::internal)?;
     let plan = checked_plan(&text, PlanFormat::Json)?;
+    submit(caller, state, query, request, plan).await
+}
+
+/// `POST /v1/runs` with a `multipart/form-data` body: the plan as a file part named `plan`
+/// (`.json`, or `.yaml`/`.yml` by its name), and the options of the JSON body as text parts
+/// (`workflow`, `mode`, `workspace`, `budget_usd`, `dry_run`).
+async fn submit_run_form(
+    caller: Caller,
+    state: web::Data<AppState>,
+    limits: web::Data<FormLimits>,
+    query: web::Query<WaitQuery>,
+    http: actix_web::HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KeyScope::RunsWrite)?;
+    let parts = crate::form::read(&http, payload, limits.max_bytes, limits.read_timeout).await?;
+    let mut request = RunRequest {
+        plan: serde_json::Value::Null,
+        workflow: None,
+        mode: None,
+        workspace: None,
+        budget_usd: None,
+        dry_run: false,
+    };
+    let mut plan_part = None;
+    for part in parts {
+        match part.name.as_str() {
+            "plan" if plan_part.is_none() => plan_part = Some(part),
+            "workflow" => request.workflow = Some(part.text()?.trim().to_owned()),
+            "mode" => request.mode = Some(part.text()?.trim().to_owned()),
+            "workspace" => request.workspace = Some(part.text()?.trim().to_owned()),
+            "budget_usd" => request.budget_usd = Some(part.text()?.trim().to_owned()),
+            "dry_run" => {
+                request.dry_run = match part.text()?.trim() {
+                    "true" | "1" | "on" | "yes" => true,
+                    "false" | "0" | "off" | "no" | "" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "dry_run `{other}`: use true or false"
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected form field `{other}`: send `plan` (a file) and optionally workflow, mode, workspace, budget_usd, dry_run"
+                )));
+            }
+        }
+    }
+    let plan_part = plan_part.ok_or_else(|| {
+        ApiError::bad_request("no `plan` field: send the plan file in a form field named `plan`")
+    })?;
+    let format = plan_part
+        .filename
+        .as_deref()
+        .map_or(PlanFormat::Json, |name| {
+            PlanFormat::from_path(std::path::Path::new(name))
+        });
+    let plan = checked_plan(plan_part.text()?, format)?;
+    submit(caller, state, query, request, plan).await
+}
+
+/// Limits on multipart forms that are not uploads of designs.
+#[derive(Debug, Clone)]
+pub struct FormLimits {
+    /// Largest form, in bytes.
+    pub max_bytes: usize,
+    /// How long the client has to send it.
+    pub read_timeout: Duration,
+}
+
+async fn submit(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<WaitQuery>,
+    request: RunRequest,
+    plan: aetherflow_domain::plan::ValidPlan,
+) -> Result<HttpResponse, ApiError> {
     let workflow = match request.workflow.as_deref() {
         Some(w) => w.parse::<Workflow>().map_err(ApiError::bad_request)?,
         None => Workflow::Direct,

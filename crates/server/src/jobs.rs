@@ -126,6 +126,19 @@ impl Jobs {
         }
     }
 
+    /// What runs are made with (providers, resilience), for calls outside runs.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The budget scope of `key`'s spend today, when a daily cap is configured.
+    pub async fn key_day_scope_for(&self, key: &str) -> Option<Scope> {
+        match self.engine.key_day_cap {
+            Some(cap) => Some(self.key_day_scope(key, cap).await),
+            None => None,
+        }
+    }
+
     /// Counts runs, provider attempts, tokens and spend in `metrics`.
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
         self.metrics = Some(metrics);

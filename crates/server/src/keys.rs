@@ -25,6 +25,9 @@ pub enum KeyScope {
     /// The OpenAI-compatible chat endpoint.
     #[serde(rename = "chat")]
     Chat,
+    /// Upload designs for analysis (spends provider money).
+    #[serde(rename = "designer")]
+    Designer,
     /// Everything, including key management.
     #[serde(rename = "admin")]
     Admin,
@@ -32,11 +35,12 @@ pub enum KeyScope {
 
 impl KeyScope {
     /// Every scope with its name.
-    pub const ALL: [(KeyScope, &'static str); 5] = [
+    pub const ALL: [(KeyScope, &'static str); 6] = [
         (KeyScope::RunsWrite, "runs:write"),
         (KeyScope::RunsRead, "runs:read"),
         (KeyScope::Scan, "scan"),
         (KeyScope::Chat, "chat"),
+        (KeyScope::Designer, "designer"),
         (KeyScope::Admin, "admin"),
     ];
 

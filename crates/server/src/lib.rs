@@ -1,19 +1,23 @@
 //! The HTTP API behind `aetherflow-api`: API keys (hashed, scoped, constant-time checks), the
 //! persistence trait with its embedded SQLite implementation, plan runs as background jobs
 //! (bounded queue and workers, events kept for replay), rate limits, CORS and trusted hosts,
-//! metrics, the OpenAPI document, and the actix-web application.
+//! design uploads, request deadlines, metrics, the OpenAPI document, and the actix-web
+//! application.
 
 pub mod app;
 pub mod auth;
 pub mod edge;
 pub mod error;
 pub mod execute;
+pub mod form;
 pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod store;
+pub mod timeouts;
+pub mod upload;
 
 pub use keys::{KeyScope, Scopes};
 pub use store::{KeyInfo, RunFilter, RunRecord, RunState, SqliteStore, Store, StoreError};

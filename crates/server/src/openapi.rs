@@ -44,7 +44,7 @@ impl Modify for BearerKeys {
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "AetherFlow API", description = "Plan runs, code-safety scans and operations for AetherFlow."),
+    info(title = "AetherFlow API", description = "Plan runs, code-safety scans, design analysis and operations for AetherFlow."),
     paths(
         crate::app::submit_run,
         crate::app::list_runs,
@@ -54,6 +54,7 @@ impl Modify for BearerKeys {
         crate::app::scan,
         crate::app::metrics,
         crate::execute::execute,
+        crate::upload::designer_upload,
     ),
     components(schemas(
         crate::app::RunRequest,

@@ -169,6 +169,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(u64, String)>, StoreError>;
     /// What runs of `key_id` created at or after `since` have spent (micro-dollars).
     async fn key_spend_since(&self, key_id: &str, since: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Records what a call outside any run (a design analysis, a chat completion) cost a key,
+    /// so its daily cap holds across restarts.
+    async fn record_key_spend(
+        &self,
+        key_id: &str,
+        label: &str,
+        micros: u64,
+    ) -> Result<(), StoreError>;
     /// Marks runs left queued or running by a previous process as interrupted; how many.
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError>;
     /// Appends to the audit trail.
@@ -205,6 +213,9 @@ CREATE TABLE IF NOT EXISTS run_events (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (run_id, seq));
 CREATE TABLE IF NOT EXISTS audit (
     at TEXT NOT NULL, key_id TEXT, action TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS key_spend (
+    at TEXT NOT NULL, key_id TEXT NOT NULL, label TEXT NOT NULL, micros INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS key_spend_key ON key_spend (key_id, at);
 ";
 
 impl SqliteStore {
@@ -531,8 +542,31 @@ impl Store for SqliteStore {
                  FROM runs, json_each(runs.reports) AS p
                  WHERE runs.key_id = ?1 AND runs.created_at >= ?2",
             )?;
-            let total: i64 = stmt.query_row(params![key_id, since.to_rfc3339()], |r| r.get(0))?;
-            Ok(u64::try_from(total).unwrap_or(0))
+            let runs: i64 = stmt.query_row(params![key_id, since.to_rfc3339()], |r| r.get(0))?;
+            let calls: i64 = c.query_row(
+                "SELECT COALESCE(SUM(micros), 0) FROM key_spend WHERE key_id = ?1 AND at >= ?2",
+                params![key_id, since.to_rfc3339()],
+                |r| r.get(0),
+            )?;
+            Ok(u64::try_from(runs).unwrap_or(0) + u64::try_from(calls).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn record_key_spend(
+        &self,
+        key_id: &str,
+        label: &str,
+        micros: u64,
+    ) -> Result<(), StoreError> {
+        let (key_id, label) = (key_id.to_owned(), label.to_owned());
+        let micros = i64::try_from(micros).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO key_spend (at, key_id, label, micros) VALUES (?1, ?2, ?3, ?4)",
+                params![Utc::now().to_rfc3339(), key_id, label, micros],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -696,6 +730,10 @@ mod tests {
         s.insert_run(&other).await.expect("insert");
         let hour_ago = Utc::now() - chrono::Duration::hours(1);
         assert_eq!(s.key_spend_since("k1", hour_ago).await.expect("ok"), 200);
+        // Calls outside runs (a design analysis) count too, for their key only.
+        s.record_key_spend("k1", "designer", 30).await.expect("ok");
+        s.record_key_spend("k2", "designer", 7).await.expect("ok");
+        assert_eq!(s.key_spend_since("k1", hour_ago).await.expect("ok"), 230);
         let later = Utc::now() + chrono::Duration::hours(1);
         assert_eq!(s.key_spend_since("k1", later).await.expect("ok"), 0);
     }
