@@ -1,60 +1,10 @@
 //! End-to-end tests of `aetherflow-api`: the real binary on a free loopback port.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-struct Server {
-    child: Child,
-    base: String,
-    /// The server's working folder (its data_dir and workspaces live here).
-    dir: std::path::PathBuf,
-    _keep: Option<tempfile::TempDir>,
-}
+use std::process::Command;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary on a free loopback port, in a fresh folder of its own.
-fn start(extra_env: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut server = start_in(dir.path(), extra_env);
-    server._keep = Some(dir);
-    server
-}
-
-/// The binary on a free loopback port, working in `dir` (a restart reuses its database).
-fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
-    cmd.env_clear()
-        .current_dir(dir)
-        .args(["--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reads address");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        dir: dir.to_path_buf(),
-        _keep: None,
-    }
-}
+use support::{Server, create_key, keys, runtime_dir, start, start_in};
 
 #[tokio::test]
 async fn health_answers() {
@@ -174,12 +124,6 @@ async fn health_reveals_nothing_but_liveness() {
     assert_eq!(body, serde_json::json!({"status": "ok"}));
 }
 
-fn runtime_dir() -> String {
-    aetherflow_sandbox::default_runtime_dir()
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[tokio::test]
 async fn ready_says_what_is_missing_and_turns_ready_when_it_is_there() {
     let empty = tempfile::tempdir().expect("dir");
@@ -251,30 +195,6 @@ async fn the_healthcheck_command_probes_a_running_server() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}/health")), "{err}");
-}
-
-/// `aetherflow-api keys …` in `dir`; stdout.
-fn keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_aetherflow-api"))
-        .env_clear()
-        .current_dir(dir)
-        .arg("keys")
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn create_key(dir: &std::path::Path, scopes: &str) -> String {
-    let out = keys(dir, &["create", "--name", "test", "--scopes", scopes]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
 }
 
 /// A server that runs plans offline (mock provider) in `<dir>/ws`, with its sandbox runtime.

@@ -251,6 +251,7 @@ fn main() -> anyhow::Result<()> {
         store: Arc::clone(&store),
         jobs: jobs.clone(),
         max_wait_secs: settings.server.max_wait_secs,
+        metrics: Some(metrics.clone()),
     };
     let request_timeout =
         std::time::Duration::from_secs(settings.server.request_timeout_secs.max(1));

@@ -119,6 +119,7 @@ mod tests {
             key,
             ChatResponse {
                 key_id: None,
+                tool_calls: Vec::new(),
                 model: "m".into(),
                 text: "answer".into(),
                 reasoning: None,

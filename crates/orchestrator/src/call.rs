@@ -28,6 +28,9 @@ pub struct CallOptions {
     pub extra_scopes: Vec<Scope>,
     /// Whether an answer from the response cache may serve it (deterministic requests only).
     pub cacheable: bool,
+    /// Whether an answer cut at the output limit is returned as it is (the caller set the
+    /// limit) instead of counting as a failure.
+    pub accept_truncated: bool,
 }
 
 /// A call that produced an answer.
@@ -91,6 +94,7 @@ pub async fn complete(
         provider_limits: &resilience.provider_limits,
         monitor: resilience.monitor.as_deref(),
         events: &events,
+        accept_truncated: options.accept_truncated,
     };
     let result = generate(&env, targets, &mut request, options.cacheable, &mut report).await;
     if let Some(ledger) = &resilience.ledger {
@@ -110,6 +114,300 @@ pub async fn complete(
             attempts: report.attempts,
             cost: report.cost,
         }),
+    }
+}
+
+/// A stream that started: its provider, model and events. The events end with usage and the
+/// finish reason; when the stream ends (or is dropped), its cost is charged to the budgets and
+/// the ledger, and the breaker learns how it went.
+pub struct CallStream {
+    /// The provider answering.
+    pub provider: String,
+    /// The model answering.
+    pub model: String,
+    /// Calls that failed before this one started.
+    pub failed_attempts: Vec<Attempt>,
+    /// The events.
+    pub events: aetherflow_provider::ChatStream,
+}
+
+impl std::fmt::Debug for CallStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallStream")
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a stream on the first of `targets` that produces a first event, each inside its
+/// breaker and with its worst case reserved in the budgets; a target fails over to the next
+/// only before its first event (text already sent cannot be taken back). One attempt per
+/// target: a stream is not retried on the same model.
+pub async fn stream(
+    resilience: &Resilience,
+    targets: &[Target],
+    request: ChatRequest,
+    options: &CallOptions,
+) -> Result<CallStream, CallFailure> {
+    use futures::StreamExt as _;
+    let now = Utc::now();
+    let scopes: Vec<Scope> = [
+        Scope::Day(now.format("%Y-%m-%d").to_string()),
+        Scope::Month(now.format("%Y-%m").to_string()),
+    ]
+    .into_iter()
+    .chain(options.extra_scopes.iter().cloned())
+    .collect();
+    let label = if options.label.is_empty() {
+        "call".to_owned()
+    } else {
+        options.label.clone()
+    };
+    let bound = request.prompt_token_bound();
+    let needed = aetherflow_provider::tokens::estimate_request(&request)
+        + u64::from(request.max_output_tokens.unwrap_or(0));
+    let mut failed: Vec<Attempt> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut over_budget = false;
+    for target in targets {
+        let provider = Arc::clone(&target.entry.provider);
+        if let Some(w) = provider.context_window(&target.entry.model)
+            && w < needed
+        {
+            reasons.push(format!(
+                "{}/{} skipped: its {w}-token window is too small for about {needed} tokens",
+                target.name, target.entry.model
+            ));
+            continue;
+        }
+        let price = provider.price(&target.entry.model);
+        let reservation = if resilience.budgets.has_caps(&scopes) {
+            let Some(price) = price else {
+                reasons.push(format!(
+                    "a budget is set but the price of {}/{} is unknown, so the call cannot be bounded; configure its price",
+                    target.name, target.entry.model
+                ));
+                continue;
+            };
+            let worst = aetherflow_resilience::budget::worst_case_cost(
+                bound,
+                u64::from(request.max_output_tokens.unwrap_or(32_768)),
+                &price,
+            );
+            match resilience.budgets.reserve(&scopes, worst) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    over_budget = true;
+                    reasons.push(e.to_string());
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let permit = match resilience
+            .breakers
+            .acquire(&target.name, &target.entry.model)
+        {
+            Ok(p) => p,
+            Err(open) => {
+                reasons.push(open.to_string());
+                continue;
+            }
+        };
+        let mut req = request.clone();
+        req.model.clone_from(&target.entry.model);
+        let started_at = Utc::now();
+        let clock = std::time::Instant::now();
+        let opened = match provider.chat_stream(&req).await {
+            Ok(mut s) => match s.next().await {
+                Some(Ok(first)) => Ok((first, s)),
+                Some(Err(e)) => Err(e),
+                None => Err(aetherflow_provider::ProviderError::Decode {
+                    message: "the stream ended without any event".into(),
+                }),
+            },
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok((first, rest)) => {
+                let guard = StreamGuard {
+                    resilience: resilience.clone(),
+                    permit: Some(permit),
+                    reservation,
+                    price,
+                    attempt: Attempt {
+                        provider: target.name.clone(),
+                        model: target.entry.model.clone(),
+                        key_id: None,
+                        started_at,
+                        latency: std::time::Duration::ZERO,
+                        usage: Usage::default(),
+                        cost: Money::ZERO,
+                        error: None,
+                        cached: false,
+                    },
+                    clock,
+                    label: label.clone(),
+                    caller: options.caller.clone(),
+                    finished: false,
+                    failure: None,
+                };
+                let events = Box::pin(async_stream::stream! {
+                    let mut guard = guard;
+                    let mut rest = rest;
+                    let mut next: Option<Result<aetherflow_provider::StreamEvent, aetherflow_provider::ProviderError>> = Some(Ok(first));
+                    while let Some(item) = next.take() {
+                        match &item {
+                            Ok(aetherflow_provider::StreamEvent::Usage(u)) => guard.attempt.usage = *u,
+                            Ok(aetherflow_provider::StreamEvent::Finish(_)) => guard.finished = true,
+                            Ok(_) => {}
+                            Err(e) => guard.failure = Some(e.clone()),
+                        }
+                        yield item;
+                        next = rest.next().await;
+                    }
+                });
+                return Ok(CallStream {
+                    provider: target.name.clone(),
+                    model: target.entry.model.clone(),
+                    failed_attempts: failed,
+                    events,
+                });
+            }
+            Err(error) => {
+                resilience.breakers.record(permit, Err(&error));
+                drop(reservation);
+                tracing::warn!(provider = %target.name, model = %target.entry.model, kind = error.kind(), error = %error, "stream did not start; trying the next provider");
+                reasons.push(format!("{error} ({})", target.name));
+                failed.push(Attempt {
+                    provider: target.name.clone(),
+                    model: target.entry.model.clone(),
+                    key_id: None,
+                    started_at,
+                    latency: clock.elapsed(),
+                    usage: Usage::default(),
+                    cost: Money::ZERO,
+                    error: Some(aetherflow_domain::run::AttemptError {
+                        kind: error.kind().to_owned(),
+                        retryable: error.is_retryable(),
+                        message: error.to_string(),
+                    }),
+                    cached: false,
+                });
+            }
+        }
+    }
+    if let Some(ledger) = &resilience.ledger {
+        record(ledger, &label, options.caller.as_deref(), &failed).await;
+    }
+    if reasons.is_empty() {
+        reasons.push("no configured provider can take this request".into());
+    }
+    Err(CallFailure {
+        kind: if over_budget {
+            FailureKind::BudgetExceeded
+        } else {
+            FailureKind::ProviderError
+        },
+        message: reasons.join("; then "),
+        attempts: failed,
+        cost: Money::ZERO,
+    })
+}
+
+/// Settles a stream when it ends or is dropped: the breaker learns the outcome, the budgets
+/// are charged, and the attempt goes to the ledger. A stream dropped before its usage arrived
+/// (the client went away) is charged its whole reservation: the provider may bill the full
+/// answer, and a cap must never be passed.
+struct StreamGuard {
+    resilience: Resilience,
+    permit: Option<aetherflow_resilience::breaker::Permit>,
+    reservation: Option<aetherflow_resilience::budget::Reservation>,
+    price: Option<aetherflow_domain::Price>,
+    attempt: Attempt,
+    clock: std::time::Instant,
+    label: String,
+    caller: Option<String>,
+    finished: bool,
+    failure: Option<aetherflow_provider::ProviderError>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.attempt.latency = self.clock.elapsed();
+        let price = self.price.unwrap_or(aetherflow_domain::Price::FREE);
+        let measured = self.attempt.usage.cost(&price);
+        let complete = self.finished && self.failure.is_none();
+        if let Some(permit) = self.permit.take() {
+            let outcome = match &self.failure {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            self.resilience.breakers.record(permit, outcome);
+        }
+        let charged = match self.reservation.take() {
+            Some(r) if complete || self.attempt.usage.output_tokens > 0 => {
+                r.commit(measured);
+                measured
+            }
+            Some(r) => {
+                let whole = r.amount();
+                r.commit(whole);
+                whole
+            }
+            None => measured,
+        };
+        self.attempt.cost = charged;
+        if let Some(e) = &self.failure {
+            self.attempt.error = Some(aetherflow_domain::run::AttemptError {
+                kind: e.kind().to_owned(),
+                retryable: e.is_retryable(),
+                message: e.to_string(),
+            });
+        } else if !complete {
+            self.attempt.error = Some(aetherflow_domain::run::AttemptError {
+                kind: "cancelled".to_owned(),
+                retryable: false,
+                message: "the client stopped reading the stream".to_owned(),
+            });
+        }
+        if let Some(monitor) = &self.resilience.monitor {
+            let _ = monitor.observe(&self.attempt.provider, charged, self.failure.is_some());
+        }
+        if let Some(ledger) = self.resilience.ledger.clone() {
+            let records = vec![CostRecord {
+                at: self.attempt.started_at,
+                run_id: self.label.clone(),
+                task_id: self.caller.clone().unwrap_or_else(|| self.label.clone()),
+                step_id: self.label.clone(),
+                provider: self.attempt.provider.clone(),
+                model: self.attempt.model.clone(),
+                usage: self.attempt.usage,
+                cost: charged,
+                outcome: self
+                    .attempt
+                    .error
+                    .as_ref()
+                    .map_or_else(|| "ok".to_owned(), |e| e.kind.clone()),
+            }];
+            // Drop cannot await: a short blocking append (fsync) on a blocking thread.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(move || {
+                        if let Err(e) = ledger.append(&records) {
+                            tracing::error!(error = %e, "cost ledger not written");
+                        }
+                    });
+                }
+                Err(_) => {
+                    if let Err(e) = ledger.append(&records) {
+                        tracing::error!(error = %e, "cost ledger not written");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -172,6 +172,7 @@ impl Shared {
             provider_limits: &self.provider_limits,
             monitor: self.monitor.as_deref(),
             events: &self.events,
+            accept_truncated: false,
         }
     }
 }
@@ -188,6 +189,9 @@ pub(crate) struct CallEnv<'a> {
     pub(crate) provider_limits: &'a ProviderLimits,
     pub(crate) monitor: Option<&'a UsageMonitor>,
     pub(crate) events: &'a EventSink,
+    /// Whether an answer cut at the output limit is still an answer (a gateway client set the
+    /// limit) rather than a failed step.
+    pub(crate) accept_truncated: bool,
 }
 
 /// Output tokens assumed for the worst case when a request sets no limit.
@@ -1249,6 +1253,8 @@ pub(crate) async fn generate(
                 report.model = Some(response.model.clone());
                 report.finish_reason = Some(response.finish_reason.to_string());
                 let fallback = match response.finish_reason {
+                    // A client that set the limit gets the answer it asked for.
+                    FinishReason::MaxTokens if env.accept_truncated => None,
                     FinishReason::MaxTokens => {
                         return Err((
                             FailureKind::ProviderError,
@@ -1263,10 +1269,12 @@ pub(crate) async fn generate(
                         "the provider filtered the answer",
                         FallbackClass::ContentPolicy,
                     )),
-                    _ if response.text.trim().is_empty() => Some((
-                        "the provider returned an empty answer",
-                        FallbackClass::General,
-                    )),
+                    _ if response.text.trim().is_empty() && response.tool_calls.is_empty() => {
+                        Some((
+                            "the provider returned an empty answer",
+                            FallbackClass::General,
+                        ))
+                    }
                     _ => None,
                 };
                 match fallback {
@@ -1450,8 +1458,11 @@ async fn call_with_retries(
             Ok(response) => {
                 // Only complete, usable answers are worth giving again.
                 if let (Some(cache), Some(key)) = (shared.cache, cache_key)
-                    && response.finish_reason == FinishReason::Stop
-                    && !response.text.trim().is_empty()
+                    && matches!(
+                        response.finish_reason,
+                        FinishReason::Stop | FinishReason::ToolCalls
+                    )
+                    && (!response.text.trim().is_empty() || !response.tool_calls.is_empty())
                 {
                     cache.put(key, response.clone());
                 }

@@ -173,6 +173,59 @@ impl ProviderSet {
             .collect()
     }
 
+    /// The configured entry named `name` (any spelling `canonical_provider_name` knows).
+    pub fn entry(&self, name: &str) -> Option<&ProviderEntry> {
+        self.entries.get(&canonical_provider_name(name))
+    }
+
+    /// Every configured provider with its entry, sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &ProviderEntry)> {
+        self.entries.iter().map(|(n, e)| (n.as_str(), e))
+    }
+
+    /// The default provider's name.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// The targets a request outside any plan tries in `mode`: the chain the fallback policy
+    /// gives code generation of that size, then the default provider; offline, the mock.
+    pub fn chain_for(
+        &self,
+        mode: Mode,
+        step_type: aetherflow_domain::plan::StepType,
+        estimated_tokens: u64,
+        policy: &FallbackPolicy,
+    ) -> Vec<Target> {
+        let mut names: Vec<String> = Vec::new();
+        if !self.offline {
+            if let Some(p) = &self.preferred {
+                names.push(p.clone());
+            }
+            names.extend(
+                policy
+                    .chain(mode, step_type, estimated_tokens)
+                    .iter()
+                    .map(|n| canonical_provider_name(n)),
+            );
+        }
+        names.push(self.default.clone());
+        let mut targets: Vec<Target> = Vec::new();
+        for name in names {
+            if targets.iter().any(|t| t.name == name) {
+                continue;
+            }
+            if let Some(entry) = self.entries.get(&name) {
+                targets.push(Target {
+                    name,
+                    entry: entry.clone(),
+                });
+            }
+        }
+        targets.truncate(1 + policy.max_fallbacks);
+        targets
+    }
+
     /// The first target for `step`, or why there is none.
     pub fn route(&self, step: &Step) -> Result<Target, String> {
         let wanted = match (&step.context.provider, self.offline) {

@@ -444,6 +444,7 @@ async fn truncated_answers_fail_the_step() {
         async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
             Ok(ChatResponse {
                 key_id: None,
+                tool_calls: Vec::new(),
                 model: r.model.clone(),
                 text: "```python path=a.py\ndef half(".into(),
                 reasoning: None,
@@ -599,6 +600,7 @@ mod resilience {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(ChatResponse {
                 key_id: None,
+                tool_calls: Vec::new(),
                 model: r.model.clone(),
                 text: "# Analysis\n\nok".into(),
                 reasoning: None,
@@ -727,6 +729,7 @@ mod fallback {
                 Some(e) => Err(e.clone()),
                 None => Ok(ChatResponse {
                     key_id: None,
+                    tool_calls: Vec::new(),
                     model: r.model.clone(),
                     text: format!("# Analysis by {}", self.name),
                     reasoning: None,

@@ -34,8 +34,8 @@ use async_trait::async_trait;
 
 pub use error::{FallbackClass, ProviderError, TimeoutPhase};
 pub use types::{
-    ApiKey, ChatRequest, ChatResponse, ChatStream, FinishReason, Image, Message, Role, StepHint,
-    StreamEvent, collect_stream,
+    ApiKey, ChatRequest, ChatResponse, ChatStream, FinishReason, Image, JsonSchema, Message, Role,
+    StepHint, StreamEvent, Tool, ToolCall, ToolChoice, collect_stream,
 };
 
 /// An LLM provider: one adapter per wire format.

@@ -31,7 +31,10 @@ use serde::Deserialize;
 
 use crate::Provider;
 use crate::error::{ProviderError, TimeoutPhase};
-use crate::types::{ChatRequest, ChatResponse, ChatStream, FinishReason, StepHint, StreamEvent};
+use crate::types::{
+    ChatRequest, ChatResponse, ChatStream, FinishReason, StepHint, StreamEvent, ToolCall,
+    ToolChoice,
+};
 
 /// The provider name the mock answers to.
 pub const MOCK_PROVIDER: &str = "mock";
@@ -240,7 +243,37 @@ impl MockProvider {
             Some(ScriptedReply {
                 text: Some(text), ..
             }) => text,
+            _ if request.step.is_none() && (request.json_mode || request.json_schema.is_some()) => {
+                "{\"offline\": true, \"answer\": \"The AetherFlow mock provider answers offline.\"}"
+                    .to_owned()
+            }
             _ => default_answer(&hint),
+        };
+        // With tools on offer and no tool result yet, the mock calls one (the one named by
+        // `tool_choice`, else the first) with empty arguments; after a result, it answers.
+        let called = match (&request.tool_choice, request.tools.first()) {
+            (Some(ToolChoice::None), _) | (_, None) => None,
+            _ if request
+                .messages
+                .last()
+                .is_some_and(|m| m.role == crate::Role::Tool) =>
+            {
+                None
+            }
+            (Some(ToolChoice::Function(name)), _) => Some(name.clone()),
+            (_, Some(first)) => Some(first.name.clone()),
+        };
+        let (text, tool_calls, finish_reason) = match called {
+            Some(name) => (
+                String::new(),
+                vec![ToolCall {
+                    id: format!("call_mock_{}", self.calls.load(Ordering::Relaxed)),
+                    name,
+                    arguments: "{}".to_owned(),
+                }],
+                FinishReason::ToolCalls,
+            ),
+            None => (text, Vec::new(), FinishReason::Stop),
         };
         let prompt_chars: usize = request.system.as_deref().map_or(0, str::len)
             + request
@@ -262,7 +295,8 @@ impl MockProvider {
             },
             text,
             reasoning: None,
-            finish_reason: FinishReason::Stop,
+            finish_reason,
+            tool_calls,
         })
     }
 }
@@ -458,6 +492,14 @@ impl Provider for MockProvider {
             .split_inclusive('\n')
             .map(|line| Ok(StreamEvent::Text(line.to_owned())))
             .collect();
+        for (index, call) in response.tool_calls.into_iter().enumerate() {
+            events.push(Ok(StreamEvent::ToolCall {
+                index: index as u32,
+                id: Some(call.id),
+                name: Some(call.name),
+                arguments: call.arguments,
+            }));
+        }
         events.push(Ok(StreamEvent::Usage(response.usage)));
         events.push(Ok(StreamEvent::Finish(response.finish_reason)));
         Ok(Box::pin(futures::stream::iter(events)))

@@ -59,7 +59,8 @@ pub fn estimate_request(request: &ChatRequest) -> u64 {
                 + m.images.len() as u64 * crate::Image::ESTIMATED_TOKENS
         })
         .sum();
-    system + messages
+    // Tool declarations and schemas are prompt too: about three bytes a token for JSON.
+    system + messages + (request.schema_text_len() as u64).div_ceil(3)
 }
 
 #[cfg(test)]

@@ -16,8 +16,10 @@ use crate::error::ProviderError;
 pub enum Role {
     /// The person (or orchestrator) asking.
     User,
-    /// The model's earlier answers.
+    /// The model's earlier answers (and the tools it called).
     Assistant,
+    /// A tool's result, answering one of the model's calls.
+    Tool,
 }
 
 /// One turn of a conversation.
@@ -34,6 +36,69 @@ pub struct Message {
     /// images refuse such a request before any call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<Image>,
+    /// The functions an assistant turn called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a tool turn: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// On a tool turn: the function's name, when the client gave it (Gemini needs it; it is
+    /// otherwise found from the call's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A function the model called.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id (the provider's, or one AetherFlow made for providers without ids).
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// Its arguments: a JSON object, as text.
+    pub arguments: String,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Its parameters, as a JSON Schema object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// Whether the arguments must follow the schema exactly, where the provider can enforce it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tools the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool.
+    None,
+    /// At least one tool.
+    Required,
+    /// This function.
+    Function(String),
+}
+
+/// An answer that must be JSON following a schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchema {
+    /// The schema's name.
+    pub name: String,
+    /// The JSON Schema.
+    pub schema: serde_json::Value,
+    /// Whether the provider must follow it exactly, where it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// An image in a request.
@@ -88,6 +153,9 @@ impl Message {
             content: content.into(),
             reasoning: None,
             images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
     }
 
@@ -106,6 +174,9 @@ impl Message {
             content: content.into(),
             reasoning: None,
             images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
     }
 }
@@ -147,6 +218,18 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// The step this request serves, if any.
     pub step: Option<StepHint>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Functions the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    /// Whether and which tools it must call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// The answer must be JSON following this schema (implies `json_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchema>,
 }
 
 impl ChatRequest {
@@ -160,8 +243,37 @@ impl ChatRequest {
     /// reservations use it, so spend never passes a cap because of an estimate.
     pub fn prompt_token_bound(&self) -> u64 {
         let text = self.system.as_deref().map_or(0, str::len)
-            + self.messages.iter().map(|m| m.content.len()).sum::<usize>();
+            + self
+                .messages
+                .iter()
+                .map(|m| {
+                    m.content.len()
+                        + m.tool_calls
+                            .iter()
+                            .map(|c| c.name.len() + c.arguments.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+            + self.schema_text_len();
         text as u64 + self.image_count() as u64 * Image::RESERVED_TOKENS
+    }
+
+    /// Bytes of the tool declarations and the answer schema, which providers put in the prompt.
+    pub fn schema_text_len(&self) -> usize {
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|t| {
+                t.name.len()
+                    + t.description.as_deref().map_or(0, str::len)
+                    + t.parameters.as_ref().map_or(0, |p| p.to_string().len())
+            })
+            .sum();
+        tools
+            + self
+                .json_schema
+                .as_ref()
+                .map_or(0, |s| s.schema.to_string().len())
     }
 }
 
@@ -215,6 +327,9 @@ pub struct ChatResponse {
     /// Which key of the provider's pool was used (its id, never the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The functions the model called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// One piece of a streamed answer.
@@ -228,6 +343,18 @@ pub enum StreamEvent {
     Usage(Usage),
     /// The model stopped; the stream ends after this.
     Finish(FinishReason),
+    /// Part of a function call: the first part of call `index` carries its id and name, later
+    /// parts more of its arguments.
+    ToolCall {
+        /// Which call of the answer (0, 1, …).
+        index: u32,
+        /// The call's id (first part only).
+        id: Option<String>,
+        /// The function's name (first part only).
+        name: Option<String>,
+        /// More of the arguments' JSON text.
+        arguments: String,
+    },
 }
 
 /// A streamed answer.
@@ -242,14 +369,32 @@ pub async fn collect_stream(
     let mut reasoning = String::new();
     let mut usage = Usage::default();
     let mut finish = None;
+    let mut calls: Vec<(u32, ToolCall)> = Vec::new();
     while let Some(event) = stream.next().await {
         match event? {
             StreamEvent::Text(t) => text.push_str(&t),
             StreamEvent::Reasoning(r) => reasoning.push_str(&r),
             StreamEvent::Usage(u) => usage = u,
             StreamEvent::Finish(f) => finish = Some(f),
+            StreamEvent::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => match calls.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, call)) => call.arguments.push_str(&arguments),
+                None => calls.push((
+                    index,
+                    ToolCall {
+                        id: id.unwrap_or_else(|| format!("call_{index}")),
+                        name: name.unwrap_or_default(),
+                        arguments,
+                    },
+                )),
+            },
         }
     }
+    calls.sort_by_key(|(i, _)| *i);
     let finish_reason = finish.ok_or_else(|| ProviderError::Decode {
         message: "the stream ended before the model said why it stopped".into(),
     })?;
@@ -260,6 +405,7 @@ pub async fn collect_stream(
         reasoning: (!reasoning.is_empty()).then_some(reasoning),
         finish_reason,
         usage,
+        tool_calls: calls.into_iter().map(|(_, c)| c).collect(),
     })
 }
 

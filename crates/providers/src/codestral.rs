@@ -33,6 +33,9 @@ pub fn dialect() -> Dialect {
         stream_usage_option: false,
         reasoning_field: None,
         images: false,
+        json_schema: true,
+        strict_tools: false,
+        tool_choice_required: true,
         free_when_unpriced: false,
     }
 }

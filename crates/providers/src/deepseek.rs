@@ -24,6 +24,9 @@ pub fn dialect() -> Dialect {
         stream_usage_option: true,
         reasoning_field: Some("reasoning_content"),
         images: false,
+        json_schema: false,
+        strict_tools: false,
+        tool_choice_required: true,
         free_when_unpriced: false,
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use aetherflow_domain::{Price, Usage};
 use aetherflow_provider::{
-    ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role, StreamEvent,
+    ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role,
+    StreamEvent, ToolCall, ToolChoice,
 };
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -69,22 +70,54 @@ fn model_path(model: &str) -> Result<String, ProviderError> {
 
 /// The `GenerateContentRequest` body.
 pub fn body(request: &ChatRequest) -> Value {
-    let contents: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| {
-            let mut parts: Vec<Value> = m
-                .images
-                .iter()
-                .map(|i| json!({"inlineData": {"mimeType": i.mime_type, "data": i.base64}}))
-                .collect();
-            parts.push(json!({"text": m.content}));
-            json!({
-                "role": match m.role { Role::User => "user", Role::Assistant => "model" },
-                "parts": parts,
-            })
-        })
-        .collect();
+    let mut contents: Vec<Value> = Vec::with_capacity(request.messages.len());
+    for (i, m) in request.messages.iter().enumerate() {
+        match m.role {
+            Role::User | Role::Assistant => {
+                let mut parts: Vec<Value> = m
+                    .images
+                    .iter()
+                    .map(|i| json!({"inlineData": {"mimeType": i.mime_type, "data": i.base64}}))
+                    .collect();
+                if !m.content.is_empty() || (m.tool_calls.is_empty() && parts.is_empty()) {
+                    parts.push(json!({"text": m.content}));
+                }
+                for call in &m.tool_calls {
+                    parts.push(json!({"functionCall": {"name": call.name, "args": arguments_object(&call.arguments)}}));
+                }
+                let role = if m.role == Role::User {
+                    "user"
+                } else {
+                    "model"
+                };
+                contents.push(json!({"role": role, "parts": parts}));
+            }
+            // Tool results go back in a user turn as functionResponse parts; consecutive results
+            // share one turn, answering the calls of the model turn before them.
+            Role::Tool => {
+                let name = m
+                    .name
+                    .clone()
+                    .or_else(|| called_name(&request.messages[..i], m.tool_call_id.as_deref()))
+                    .unwrap_or_else(|| "tool".to_owned());
+                let response = match serde_json::from_str::<Value>(&m.content) {
+                    Ok(Value::Object(o)) => Value::Object(o),
+                    Ok(other) => json!({"content": other}),
+                    Err(_) => json!({"content": m.content}),
+                };
+                let part = json!({"functionResponse": {"name": name, "response": response}});
+                let previous_is_results = i > 0 && request.messages[i - 1].role == Role::Tool;
+                match contents.last_mut() {
+                    Some(last) if previous_is_results => {
+                        if let Some(parts) = last["parts"].as_array_mut() {
+                            parts.push(part);
+                        }
+                    }
+                    _ => contents.push(json!({"role": "user", "parts": [part]})),
+                }
+            }
+        }
+    }
     let mut body = Map::new();
     if let Some(system) = &request.system {
         body.insert(
@@ -93,9 +126,47 @@ pub fn body(request: &ChatRequest) -> Value {
         );
     }
     body.insert("contents".into(), Value::Array(contents));
+    if !request.tools.is_empty() {
+        let declarations: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut d = Map::new();
+                d.insert("name".into(), Value::from(t.name.clone()));
+                if let Some(desc) = &t.description {
+                    d.insert("description".into(), Value::from(desc.clone()));
+                }
+                if let Some(p) = &t.parameters {
+                    d.insert("parameters".into(), gemini_schema(p));
+                }
+                Value::Object(d)
+            })
+            .collect();
+        body.insert(
+            "tools".into(),
+            json!([{"functionDeclarations": declarations}]),
+        );
+        if let Some(choice) = &request.tool_choice {
+            let config = match choice {
+                ToolChoice::Auto => json!({"mode": "AUTO"}),
+                ToolChoice::None => json!({"mode": "NONE"}),
+                ToolChoice::Required => json!({"mode": "ANY"}),
+                ToolChoice::Function(name) => {
+                    json!({"mode": "ANY", "allowedFunctionNames": [name]})
+                }
+            };
+            body.insert(
+                "toolConfig".into(),
+                json!({"functionCallingConfig": config}),
+            );
+        }
+    }
     let mut config = Map::new();
     if let Some(t) = request.temperature {
         config.insert("temperature".into(), Value::from(t));
+    }
+    if let Some(p) = request.top_p {
+        config.insert("topP".into(), Value::from(p));
     }
     if let Some(max) = request.max_output_tokens {
         config.insert("maxOutputTokens".into(), Value::from(max));
@@ -106,13 +177,108 @@ pub fn body(request: &ChatRequest) -> Value {
     if let Some(seed) = request.seed {
         config.insert("seed".into(), Value::from(seed));
     }
-    if request.json_mode {
+    if request.json_mode || request.json_schema.is_some() {
         config.insert("responseMimeType".into(), Value::from("application/json"));
+    }
+    if let Some(schema) = &request.json_schema {
+        config.insert("responseJsonSchema".into(), schema.schema.clone());
     }
     if !config.is_empty() {
         body.insert("generationConfig".into(), Value::Object(config));
     }
     Value::Object(body)
+}
+
+/// A call's arguments as the object Gemini wants (`{}` when they are not a JSON object).
+fn arguments_object(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(o)) => Value::Object(o),
+        _ => json!({}),
+    }
+}
+
+/// The name of the function an earlier model turn called with `id`.
+fn called_name(earlier: &[aetherflow_provider::Message], id: Option<&str>) -> Option<String> {
+    let id = id?;
+    earlier
+        .iter()
+        .rev()
+        .flat_map(|m| m.tool_calls.iter())
+        .find(|c| c.id == id)
+        .map(|c| c.name.clone())
+}
+
+/// A JSON Schema reduced to the OpenAPI subset `functionDeclarations.parameters` accepts:
+/// unknown keywords (`additionalProperties`, `$schema`, `strict`, …) are dropped, and a type
+/// list with `null` becomes `nullable`.
+pub fn gemini_schema(schema: &Value) -> Value {
+    const KEEP: &[&str] = &[
+        "type",
+        "format",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "minimum",
+        "maximum",
+        "title",
+        "default",
+        "required",
+        "propertyOrdering",
+    ];
+    let Value::Object(o) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in o {
+        match k.as_str() {
+            "properties" => {
+                if let Value::Object(props) = v {
+                    let props: Map<String, Value> = props
+                        .iter()
+                        .map(|(name, s)| (name.clone(), gemini_schema(s)))
+                        .collect();
+                    out.insert(k.clone(), Value::Object(props));
+                }
+            }
+            "items" => {
+                out.insert(k.clone(), gemini_schema(v));
+            }
+            "anyOf" => {
+                if let Value::Array(a) = v {
+                    out.insert(
+                        k.clone(),
+                        Value::Array(a.iter().map(gemini_schema).collect()),
+                    );
+                }
+            }
+            "type" => {
+                if let Value::Array(types) = v {
+                    let non_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                    if non_null.len() < types.len() {
+                        out.insert("nullable".into(), Value::Bool(true));
+                    }
+                    if let Some(first) = non_null.first() {
+                        out.insert("type".into(), (*first).clone());
+                    }
+                } else {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            _ if KEEP.contains(&k.as_str()) => {
+                out.insert(k.clone(), v.clone());
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,13 +416,26 @@ fn finish_error(finish: &FinishReason, raw: &str) -> Option<ProviderError> {
     }
 }
 
-/// Text and reasoning of a candidate's parts, and whether it called a function.
-fn split_parts(parts: Vec<Part>) -> (String, String, bool) {
+/// A function call in an answer: its id (when Gemini gave one), name and arguments (JSON text).
+type Called = (Option<String>, String, String);
+
+/// Text and reasoning of a candidate's parts, and the functions it called.
+fn split_parts(parts: Vec<Part>) -> (String, String, Vec<Called>) {
     let mut text = String::new();
     let mut thoughts = String::new();
-    let mut called = false;
+    let mut called = Vec::new();
     for p in parts {
-        called |= p.function_call.is_some();
+        if let Some(call) = p.function_call {
+            called.push((
+                call.get("id").and_then(Value::as_str).map(str::to_owned),
+                call.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                call.get("args")
+                    .map_or_else(|| "{}".to_owned(), Value::to_string),
+            ));
+        }
         if let Some(t) = p.text {
             if p.thought {
                 thoughts.push_str(&t);
@@ -291,7 +470,7 @@ pub fn parse_response(data: &[u8], requested_model: &str) -> Result<ChatResponse
     }
     let (text, thoughts, called) =
         split_parts(candidate.content.map(|c| c.parts).unwrap_or_default());
-    if called && finish == FinishReason::Stop {
+    if !called.is_empty() && finish == FinishReason::Stop {
         finish = FinishReason::ToolCalls;
     }
     Ok(ChatResponse {
@@ -303,6 +482,15 @@ pub fn parse_response(data: &[u8], requested_model: &str) -> Result<ChatResponse
         reasoning: (!thoughts.is_empty()).then_some(thoughts),
         finish_reason: finish,
         usage,
+        tool_calls: called
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, name, arguments))| ToolCall {
+                id: id.unwrap_or_else(|| format!("call_{i}")),
+                name,
+                arguments,
+            })
+            .collect(),
     })
 }
 
@@ -312,6 +500,7 @@ pub struct ChunkFolder {
     usage: Option<Usage>,
     finish: Option<(FinishReason, String)>,
     called: bool,
+    calls: u32,
 }
 
 impl ChunkFold for ChunkFolder {
@@ -326,12 +515,23 @@ impl ChunkFold for ChunkFolder {
         if let Some(candidate) = response.candidates.into_iter().next() {
             let (text, thoughts, called) =
                 split_parts(candidate.content.map(|c| c.parts).unwrap_or_default());
-            self.called |= called;
+            self.called |= !called.is_empty();
             if !thoughts.is_empty() {
                 events.push(StreamEvent::Reasoning(thoughts));
             }
             if !text.is_empty() {
                 events.push(StreamEvent::Text(text));
+            }
+            // Gemini sends each call whole, in one chunk.
+            for (id, name, arguments) in called {
+                let index = self.calls;
+                self.calls += 1;
+                events.push(StreamEvent::ToolCall {
+                    index,
+                    id: Some(id.unwrap_or_else(|| format!("call_{index}"))),
+                    name: Some(name),
+                    arguments,
+                });
             }
             if let Some(raw) = candidate.finish_reason {
                 self.finish = Some((finish_reason(&raw), raw));

@@ -26,6 +26,9 @@ pub fn dialect() -> Dialect {
         stream_usage_option: false,
         reasoning_field: Some("reasoning_content"),
         images: true,
+        json_schema: false,
+        strict_tools: false,
+        tool_choice_required: false,
         free_when_unpriced: false,
     }
 }

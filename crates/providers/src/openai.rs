@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use aetherflow_domain::{Price, Usage};
 use aetherflow_provider::{
-    ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role, StreamEvent,
+    ChatRequest, ChatResponse, ChatStream, FinishReason, Provider, ProviderError, Role,
+    StreamEvent, ToolCall, ToolChoice,
 };
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -36,6 +37,13 @@ pub struct Dialect {
     /// Whether user turns may carry images (as `image_url` parts with `data:` URLs); a request
     /// with images to a provider that reads none is refused before it is sent.
     pub images: bool,
+    /// Whether `response_format` may be `json_schema`; otherwise a schema becomes
+    /// `json_object` with the schema stated in the system prompt.
+    pub json_schema: bool,
+    /// Whether functions may carry `strict` (DeepSeek takes it only on its beta URL).
+    pub strict_tools: bool,
+    /// Whether `tool_choice` may be `required` (Kimi refuses it; it is sent as `auto`).
+    pub tool_choice_required: bool,
     /// Whether a model missing from the price table is free (local servers) rather than
     /// unknown.
     pub free_when_unpriced: bool,
@@ -126,7 +134,22 @@ pub fn keyed_adapter(
 /// Builds the JSON body: only fields this dialect accepts, under the names it expects.
 pub fn build_body(dialect: &Dialect, request: &ChatRequest, stream: bool) -> Value {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
-    if let Some(system) = &request.system {
+    let schema_note = request
+        .json_schema
+        .as_ref()
+        .filter(|_| !dialect.json_schema)
+        .map(|s| {
+            format!(
+                "Answer with one JSON object (json) that follows this JSON Schema, named `{}`:\n{}",
+                s.name, s.schema
+            )
+        });
+    let system = match (&request.system, schema_note) {
+        (Some(system), Some(note)) => Some(format!("{system}\n\n{note}")),
+        (Some(system), None) => Some(system.clone()),
+        (None, note) => note,
+    };
+    if let Some(system) = system {
         messages.push(json!({"role": "system", "content": system}));
     }
     for m in &request.messages {
@@ -136,10 +159,16 @@ pub fn build_body(dialect: &Dialect, request: &ChatRequest, stream: bool) -> Val
             Value::from(match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
+                Role::Tool => "tool",
             }),
         );
         if m.images.is_empty() {
-            msg.insert("content".into(), Value::from(m.content.clone()));
+            // An assistant turn that only calls tools has no content (null, not "").
+            if m.role == Role::Assistant && m.content.is_empty() && !m.tool_calls.is_empty() {
+                msg.insert("content".into(), Value::Null);
+            } else {
+                msg.insert("content".into(), Value::from(m.content.clone()));
+            }
         } else {
             let mut parts: Vec<Value> = m
                 .images
@@ -148,6 +177,20 @@ pub fn build_body(dialect: &Dialect, request: &ChatRequest, stream: bool) -> Val
                 .collect();
             parts.push(json!({"type": "text", "text": m.content}));
             msg.insert("content".into(), Value::Array(parts));
+        }
+        if !m.tool_calls.is_empty() {
+            let calls: Vec<Value> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function",
+                           "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+            msg.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if let (Role::Tool, Some(id)) = (m.role, &m.tool_call_id) {
+            msg.insert("tool_call_id".into(), Value::from(id.clone()));
         }
         if let (Role::Assistant, Some(field), Some(reasoning)) =
             (m.role, dialect.reasoning_field, &m.reasoning)
@@ -165,14 +208,69 @@ pub fn build_body(dialect: &Dialect, request: &ChatRequest, stream: bool) -> Val
     if let Some(t) = request.temperature {
         body.insert("temperature".into(), Value::from(t));
     }
+    if let Some(p) = request.top_p {
+        body.insert("top_p".into(), Value::from(p));
+    }
     if !request.stop.is_empty() {
         body.insert("stop".into(), Value::from(request.stop.clone()));
     }
     if let (Some(seed), Some(field)) = (request.seed, dialect.seed_field) {
         body.insert(field.into(), Value::from(seed));
     }
-    if request.json_mode {
-        body.insert("response_format".into(), json!({"type": "json_object"}));
+    match &request.json_schema {
+        Some(schema) if dialect.json_schema => {
+            let mut spec = json!({"name": schema.name, "schema": schema.schema});
+            if let Some(strict) = schema.strict {
+                spec["strict"] = Value::from(strict);
+            }
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": spec}),
+            );
+        }
+        Some(_) => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        None if request.json_mode => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        None => {}
+    }
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut function = Map::new();
+                function.insert("name".into(), Value::from(t.name.clone()));
+                if let Some(d) = &t.description {
+                    function.insert("description".into(), Value::from(d.clone()));
+                }
+                function.insert(
+                    "parameters".into(),
+                    t.parameters
+                        .clone()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                );
+                if let (true, Some(strict)) = (dialect.strict_tools, t.strict) {
+                    function.insert("strict".into(), Value::from(strict));
+                }
+                json!({"type": "function", "function": function})
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+        if let Some(choice) = &request.tool_choice {
+            let value = match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required if dialect.tool_choice_required => json!("required"),
+                ToolChoice::Required => json!("auto"),
+                ToolChoice::Function(name) => {
+                    json!({"type": "function", "function": {"name": name}})
+                }
+            };
+            body.insert("tool_choice".into(), value);
+        }
     }
     body.insert("stream".into(), Value::from(stream));
     if stream && dialect.stream_usage_option {
@@ -217,7 +315,36 @@ struct Choice {
 }
 
 #[derive(Debug, Default, Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    /// A JSON string by the spec; some servers send an object.
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+fn arguments_text(arguments: Option<Value>) -> String {
+    match arguments {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
 struct WireMessage {
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
@@ -346,6 +473,20 @@ pub fn parse_completion(body: &[u8], requested_model: &str) -> Result<ChatRespon
         reasoning: message.reasoning_content.or(message.reasoning),
         finish_reason: finish,
         usage,
+        tool_calls: message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let function = c.function.unwrap_or_default();
+                ToolCall {
+                    id: c.id.unwrap_or_else(|| format!("call_{i}")),
+                    name: function.name.unwrap_or_default(),
+                    arguments: arguments_text(function.arguments),
+                }
+            })
+            .collect(),
     })
 }
 
@@ -400,6 +541,15 @@ impl ChunkFold for ChunkFolder {
                 }
                 if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
                     events.push(StreamEvent::Text(t));
+                }
+                for (i, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                    let function = call.function.unwrap_or_default();
+                    events.push(StreamEvent::ToolCall {
+                        index: call.index.unwrap_or(i as u32),
+                        id: call.id,
+                        name: function.name,
+                        arguments: arguments_text(function.arguments),
+                    });
                 }
             }
             if let Some(raw) = choice.finish_reason {

@@ -20,6 +20,9 @@ pub fn dialect() -> Dialect {
         stream_usage_option: true,
         reasoning_field: None,
         images: true,
+        json_schema: true,
+        strict_tools: true,
+        tool_choice_required: true,
         free_when_unpriced: true,
     }
 }

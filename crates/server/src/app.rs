@@ -27,6 +27,8 @@ pub struct AppState {
     pub jobs: Result<Jobs, String>,
     /// The longest `?wait=` honoured, in seconds.
     pub max_wait_secs: u64,
+    /// Where calls outside runs (the gateway) are counted.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Headers on every response: no sniffing, no framing, no caching of API answers.
@@ -75,6 +77,11 @@ pub fn configure(state: AppState, max_body: usize) -> impl FnOnce(&mut web::Serv
             .route("/metrics", web::get().to(metrics))
             .route("/openapi.json", web::get().to(crate::openapi::document))
             .route("/execute", web::post().to(crate::execute::execute))
+            .route(
+                "/v1/chat/completions",
+                web::post().to(crate::gateway::chat_completions),
+            )
+            .route("/v1/models", web::get().to(crate::gateway::models))
             .route(
                 "/v1/studio/designer/upload",
                 web::post().to(crate::upload::designer_upload),

@@ -10,6 +10,7 @@ pub mod edge;
 pub mod error;
 pub mod execute;
 pub mod form;
+pub mod gateway;
 pub mod jobs;
 pub mod keys;
 pub mod limits;

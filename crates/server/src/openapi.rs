@@ -55,6 +55,8 @@ impl Modify for BearerKeys {
         crate::app::metrics,
         crate::execute::execute,
         crate::upload::designer_upload,
+        crate::gateway::chat_completions,
+        crate::gateway::models,
     ),
     components(schemas(
         crate::app::RunRequest,

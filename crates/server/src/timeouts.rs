@@ -2,7 +2,7 @@
 //! `server.request_timeout_secs` is stopped and the client gets a JSON 503. Routes that wait on
 //! a model have deadlines of their own and are exempt: `POST /v1/runs?wait=` and `/execute` (at
 //! most `server.max_wait_secs`), design uploads (the form's read deadline, then the providers'
-//! call deadlines), and event streams (whose answer starts at once and lasts as long as the run).
+//! call deadlines), chat completions (the providers' deadlines), and event streams (whose answer starts at once and lasts as long as the run).
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ pub fn has_own_deadline(method: &Method, path: &str, query: &str) -> bool {
     (post && path == "/v1/runs" && query.split('&').any(|p| p.starts_with("wait=")))
         || (post && path == "/execute")
         || (post && path.ends_with("/studio/designer/upload"))
+        || (post && path == "/v1/chat/completions")
         || (method == Method::GET && path.starts_with("/v1/runs/") && path.ends_with("/events"))
 }
 

@@ -549,6 +549,7 @@ pub async fn designer_upload(
             .into_iter()
             .collect(),
         cacheable: true,
+        accept_truncated: false,
     };
     let outcome = complete(&engine.resilience, &targets, request, &options).await;
     let spent = match &outcome {

@@ -1,0 +1,93 @@
+//! What the end-to-end tests of `aetherflow-api` share: the real binary on a free loopback
+//! port, API keys, and the sandbox runtime's folder.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// The server's working folder (its data_dir and workspaces live here).
+    pub dir: std::path::PathBuf,
+    pub _keep: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary on a free loopback port, in a fresh folder of its own.
+pub fn start(extra_env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = start_in(dir.path(), extra_env);
+    server._keep = Some(dir);
+    server
+}
+
+/// The binary on a free loopback port, working in `dir` (a restart reuses its database).
+pub fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
+    cmd.env_clear()
+        .current_dir(dir)
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads address");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        dir: dir.to_path_buf(),
+        _keep: None,
+    }
+}
+
+/// `aetherflow-api keys …` in `dir`.
+pub fn keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aetherflow-api"))
+        .env_clear()
+        .current_dir(dir)
+        .arg("keys")
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+/// A new key with `scopes` in `dir`'s database.
+pub fn create_key(dir: &std::path::Path, scopes: &str) -> String {
+    let out = keys(dir, &["create", "--name", "test", "--scopes", scopes]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// The sandbox runtime's folder (scripts/test.sh installs it).
+pub fn runtime_dir() -> String {
+    aetherflow_sandbox::default_runtime_dir()
+        .to_string_lossy()
+        .into_owned()
+}
