@@ -273,7 +273,36 @@ async fn keys_are_created_once_listed_without_secrets_and_revoked() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("runs:write"));
 
+    // A running server refuses a key revoked by another process within a second.
+    let server = start_in(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let validate = || {
+        client
+            .post(format!("{}/v1/plans/validate", server.base))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    assert_eq!(
+        validate().await.expect("request").status(),
+        422,
+        "the key works"
+    );
     assert!(keys(dir.path(), &["revoke", &id]).status.success());
+    let started = std::time::Instant::now();
+    loop {
+        let status = validate().await.expect("request").status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "still {status} after the revocation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(server);
     let again = keys(dir.path(), &["revoke", &id]);
     assert!(
         !again.status.success(),

@@ -75,7 +75,7 @@ enum KeysAction {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key by its id; it stops working at once.
+    /// Revoke a key by its id; running servers refuse it within a second.
     Revoke {
         /// The key's id (the 12 hex digits after `afk_`).
         id: String,

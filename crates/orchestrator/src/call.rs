@@ -98,7 +98,15 @@ pub async fn complete(
     };
     let result = generate(&env, targets, &mut request, options.cacheable, &mut report).await;
     if let Some(ledger) = &resilience.ledger {
-        record(ledger, label, options.caller.as_deref(), &report.attempts).await;
+        // The answer does not wait for the disk: the ledger is appended (group-committed) in
+        // the background.
+        let (ledger, label, caller, attempts) = (
+            Arc::clone(ledger),
+            label.to_owned(),
+            options.caller.clone(),
+            report.attempts.clone(),
+        );
+        tokio::spawn(async move { record(&ledger, &label, caller.as_deref(), &attempts).await });
     }
     match result {
         Ok(response) => Ok(CallOutcome {
@@ -496,7 +504,15 @@ mod tests {
         assert!(!outcome.response.text.is_empty());
         assert_eq!(outcome.attempts.len(), 1);
         assert!(outcome.attempts[0].error.is_none());
-        let ledger = std::fs::read_to_string(&ledger_path).expect("ledger written");
+        // The ledger is written in the background, just after the answer.
+        let mut ledger = String::new();
+        for _ in 0..200 {
+            ledger = std::fs::read_to_string(&ledger_path).unwrap_or_default();
+            if !ledger.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert_eq!(ledger.lines().count(), 1, "{ledger}");
         assert!(
             ledger.contains("\"designer\"") && ledger.contains("\"key1\""),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use aetherflow_domain::{Money, Usage};
 use chrono::{DateTime, Utc};
@@ -48,10 +48,31 @@ pub struct LedgerError {
 
 /// An append-only ledger file, shared by the runs of one process (and safe to append to from
 /// several processes: each batch is a single appending write).
+///
+/// Appends are group-committed: callers that arrive while a batch is being flushed queue their
+/// lines, and the next flush writes and syncs all of them at once. Each `append` still returns
+/// only when its records are on disk, but concurrent callers share one `fsync` instead of
+/// waiting for one each.
 #[derive(Debug)]
 pub struct CostLedger {
     path: PathBuf,
     file: Mutex<File>,
+    group: Mutex<Group>,
+    flushed: Condvar,
+}
+
+/// Lines waiting for the next flush, and how far flushing has got.
+#[derive(Debug, Default)]
+struct Group {
+    pending: Vec<u8>,
+    /// Sequence number of the last batch queued.
+    queued: u64,
+    /// Every batch up to this one has been flushed (or failed).
+    flushed: u64,
+    /// A flush is under way.
+    flushing: bool,
+    /// Recent failed flushes: (first, last) batch sequence numbers and the error.
+    failures: Vec<(u64, u64, String)>,
 }
 
 impl CostLedger {
@@ -83,6 +104,8 @@ impl CostLedger {
         Ok(CostLedger {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            group: Mutex::new(Group::default()),
+            flushed: Condvar::new(),
         })
     }
 
@@ -91,7 +114,14 @@ impl CostLedger {
         &self.path
     }
 
-    /// Appends records as one write, then flushes them to disk.
+    fn lock_group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends records as whole lines and returns once they are on disk (flushed together with
+    /// whatever other callers queued meanwhile).
     pub fn append(&self, records: &[CostRecord]) -> Result<(), LedgerError> {
         if records.is_empty() {
             return Ok(());
@@ -100,17 +130,56 @@ impl CostLedger {
             path: self.path.display().to_string(),
             source,
         };
-        let mut batch = Vec::with_capacity(256 * records.len());
+        let mut lines = Vec::with_capacity(256 * records.len());
         for r in records {
-            serde_json::to_writer(&mut batch, r).map_err(|e| err(std::io::Error::other(e)))?;
-            batch.push(b'\n');
+            serde_json::to_writer(&mut lines, r).map_err(|e| err(std::io::Error::other(e)))?;
+            lines.push(b'\n');
         }
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        file.write_all(&batch).map_err(err)?;
-        file.sync_data().map_err(err)
+        let mut group = self.lock_group();
+        group.pending.extend_from_slice(&lines);
+        group.queued += 1;
+        let mine = group.queued;
+        loop {
+            if group.flushed >= mine {
+                return match group
+                    .failures
+                    .iter()
+                    .find(|(a, b, _)| (*a..=*b).contains(&mine))
+                {
+                    Some((_, _, e)) => Err(err(std::io::Error::other(e.clone()))),
+                    None => Ok(()),
+                };
+            }
+            if group.flushing {
+                group = self
+                    .flushed
+                    .wait(group)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            // This caller flushes everything queued so far, its own lines included.
+            group.flushing = true;
+            let batch = std::mem::take(&mut group.pending);
+            let (first, last) = (group.flushed + 1, group.queued);
+            drop(group);
+            let result = {
+                let mut file = self
+                    .file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                file.write_all(&batch).and_then(|()| file.sync_data())
+            };
+            group = self.lock_group();
+            group.flushing = false;
+            group.flushed = last;
+            if let Err(e) = result {
+                group.failures.push((first, last, e.to_string()));
+                if group.failures.len() > 64 {
+                    group.failures.remove(0);
+                }
+            }
+            self.flushed.notify_all();
+        }
     }
 }
 

@@ -192,7 +192,14 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Keys recently verified, by the SHA-256 of the presented key: a request with a known key
+    /// skips the database. Entries live [`AUTH_CACHE_TTL`], so a key revoked by another process
+    /// (`aetherflow-api keys revoke`) stops working within that time.
+    verified: moka::sync::Cache<[u8; 32], (String, Scopes)>,
 }
+
+/// How long a verified key is trusted without asking the database again.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +240,10 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(AUTH_CACHE_TTL)
+                .build(),
         })
     }
 
@@ -380,6 +391,8 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        // In this process, at once.
+        self.verified.invalidate_all();
         let id = id.to_owned();
         self.call(move |c| {
             let n = c.execute(
@@ -395,24 +408,35 @@ impl Store for SqliteStore {
         let Some((id, secret)) = keys::parse(presented) else {
             return Ok(None);
         };
+        use sha2::Digest as _;
+        let fingerprint: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        if let Some(known) = self.verified.get(&fingerprint) {
+            return Ok(Some(known));
+        }
         let (id, secret) = (id.to_owned(), secret.to_owned());
-        self.call(move |c| {
-            let row: Option<(String, String)> = c
-                .query_row(
-                    "SELECT hash, scopes FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            match row {
-                Some((hash, scopes)) if keys::verify(&secret, &hash) => Ok(Some((
-                    id,
-                    Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
-                ))),
-                _ => Ok(None),
-            }
-        })
-        .await
+        let found = self
+            .call(move |c| {
+                let row: Option<(String, String)> = c
+                    .query_row(
+                        "SELECT hash, scopes FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
+                        params![id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match row {
+                    Some((hash, scopes)) if keys::verify(&secret, &hash) => Ok(Some((
+                        id,
+                        Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
+                    ))),
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        // Only valid keys are remembered: guesses cannot fill the cache.
+        if let Some(known) = &found {
+            self.verified.insert(fingerprint, known.clone());
+        }
+        Ok(found)
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
