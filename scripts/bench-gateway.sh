@@ -99,7 +99,13 @@ measure() { # name url key conns
 }
 for c in 1 16; do
     direct=$(measure "nginx      " "http://127.0.0.1:$nginx_port/v1/chat/completions" "" "$c")
+    # PERF_OUT=FILE profiles the server (perf, cpu-clock samples) during the run through it.
+    if [ -n "${PERF_OUT:-}" ] && [ "$c" = 16 ]; then
+        perf record -q -e cpu-clock -F 1999 -p "$pid" -o "$PERF_OUT" -- sleep "$((secs + 2))" &
+        perf_pid=$!
+    fi
     through=$(measure "aetherflow " "$base/v1/chat/completions" "$key" "$c")
+    [ -n "${perf_pid:-}" ] && wait "$perf_pid" && unset perf_pid
     echo "$direct"
     echo "$through"
     d=$(sed -n 's/.*mean_us=\([0-9.]*\).*/\1/p' <<<"$direct")

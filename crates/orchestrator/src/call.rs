@@ -98,15 +98,8 @@ pub async fn complete(
     };
     let result = generate(&env, targets, &mut request, options.cacheable, &mut report).await;
     if let Some(ledger) = &resilience.ledger {
-        // The answer does not wait for the disk: the ledger is appended (group-committed) in
-        // the background.
-        let (ledger, label, caller, attempts) = (
-            Arc::clone(ledger),
-            label.to_owned(),
-            options.caller.clone(),
-            report.attempts.clone(),
-        );
-        tokio::spawn(async move { record(&ledger, &label, caller.as_deref(), &attempts).await });
+        // The answer does not wait for the disk: the ledger's own thread appends it.
+        ledger.append_later(records(label, options.caller.as_deref(), &report.attempts));
     }
     match result {
         Ok(response) => Ok(CallOutcome {
@@ -308,7 +301,7 @@ pub async fn stream(
         }
     }
     if let Some(ledger) = &resilience.ledger {
-        record(ledger, &label, options.caller.as_deref(), &failed).await;
+        ledger.append_later(records(&label, options.caller.as_deref(), &failed));
     }
     if reasons.is_empty() {
         reasons.push("no configured provider can take this request".into());
@@ -384,50 +377,19 @@ impl Drop for StreamGuard {
         if let Some(monitor) = &self.resilience.monitor {
             let _ = monitor.observe(&self.attempt.provider, charged, self.failure.is_some());
         }
-        if let Some(ledger) = self.resilience.ledger.clone() {
-            let records = vec![CostRecord {
-                at: self.attempt.started_at,
-                run_id: self.label.clone(),
-                task_id: self.caller.clone().unwrap_or_else(|| self.label.clone()),
-                step_id: self.label.clone(),
-                provider: self.attempt.provider.clone(),
-                model: self.attempt.model.clone(),
-                usage: self.attempt.usage,
-                cost: charged,
-                outcome: self
-                    .attempt
-                    .error
-                    .as_ref()
-                    .map_or_else(|| "ok".to_owned(), |e| e.kind.clone()),
-            }];
-            // Drop cannot await: a short blocking append (fsync) on a blocking thread.
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(move || {
-                        if let Err(e) = ledger.append(&records) {
-                            tracing::error!(error = %e, "cost ledger not written");
-                        }
-                    });
-                }
-                Err(_) => {
-                    if let Err(e) = ledger.append(&records) {
-                        tracing::error!(error = %e, "cost ledger not written");
-                    }
-                }
-            }
+        if let Some(ledger) = &self.resilience.ledger {
+            ledger.append_later(records(
+                &self.label,
+                self.caller.as_deref(),
+                std::slice::from_ref(&self.attempt),
+            ));
         }
     }
 }
 
-/// Appends the attempts to the ledger; a ledger that cannot be written is logged, never a
-/// reason to lose the answer.
-async fn record(
-    ledger: &Arc<aetherflow_resilience::ledger::CostLedger>,
-    label: &str,
-    caller: Option<&str>,
-    attempts: &[Attempt],
-) {
-    let records: Vec<CostRecord> = attempts
+/// The ledger's records of `attempts`.
+fn records(label: &str, caller: Option<&str>, attempts: &[Attempt]) -> Vec<CostRecord> {
+    attempts
         .iter()
         .map(|a| CostRecord {
             at: a.started_at,
@@ -444,16 +406,7 @@ async fn record(
                 (None, false) => "ok".to_owned(),
             },
         })
-        .collect();
-    if records.is_empty() {
-        return;
-    }
-    let ledger = Arc::clone(ledger);
-    match tokio::task::spawn_blocking(move || ledger.append(&records)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cost ledger not written"),
-        Err(e) => tracing::error!(error = %e, "cost ledger task stopped"),
-    }
+        .collect()
 }
 
 #[cfg(test)]

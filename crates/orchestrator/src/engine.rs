@@ -1229,19 +1229,27 @@ pub(crate) async fn generate(
     let prompt_tokens_bound = request.prompt_token_bound();
     // A tokenizer's count of the prompt plus the answer allowance: models whose window is too
     // small are skipped before any call.
-    let needed_tokens = aetherflow_provider::tokens::estimate_request(request)
-        + u64::from(request.max_output_tokens.unwrap_or(0));
+    // Counted only when a target has a known window (the tokenizer is not free).
+    let needed = std::sync::OnceLock::new();
+    let needed_tokens = |r: &ChatRequest| {
+        *needed.get_or_init(|| {
+            aetherflow_provider::tokens::estimate_request(r)
+                + u64::from(r.max_output_tokens.unwrap_or(0))
+        })
+    };
     let mut reasons: Vec<String> = Vec::new();
     let mut over_budget = false;
     let mut min_window: Option<u64> = None;
     for target in targets {
         let window = target.entry.provider.context_window(&target.entry.model);
         if let Some(w) = window
-            && (w < needed_tokens || min_window.is_some_and(|m| w <= m))
+            && (w < needed_tokens(request) || min_window.is_some_and(|m| w <= m))
         {
             reasons.push(format!(
-                "{}/{} skipped: its {w}-token window is too small for about {needed_tokens} tokens",
-                target.name, target.entry.model
+                "{}/{} skipped: its {w}-token window is too small for about {} tokens",
+                target.name,
+                target.entry.model,
+                needed_tokens(request)
             ));
             continue;
         }
@@ -1290,7 +1298,7 @@ pub(crate) async fn generate(
             TargetResult::Fallback { reason, class } => {
                 reasons.push(reason);
                 if class == FallbackClass::ContextWindow {
-                    min_window = min_window.max(window.or(Some(needed_tokens)));
+                    min_window = min_window.max(window.or(Some(needed_tokens(request))));
                 }
             }
             // This model's worst case does not fit the budget; a cheaper one further down the

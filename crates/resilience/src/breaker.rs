@@ -69,7 +69,12 @@ pub enum BreakerState {
 struct Breaker {
     state: BreakerState,
     consecutive: u32,
-    window: VecDeque<(Instant, bool)>,
+    /// Calls in the rolling window, in buckets of a twentieth of it: (bucket start, calls,
+    /// failures), oldest first, with running totals, so recording a call is O(1) in time and
+    /// memory whatever the call rate.
+    window: VecDeque<(Instant, u32, u32)>,
+    calls: u32,
+    failures: u32,
     open_until: Option<Instant>,
     probes_in_flight: u32,
 }
@@ -80,6 +85,8 @@ impl Breaker {
             state: BreakerState::Closed,
             consecutive: 0,
             window: VecDeque::new(),
+            calls: 0,
+            failures: 0,
             open_until: None,
             probes_in_flight: 0,
         }
@@ -90,6 +97,8 @@ impl Breaker {
         self.open_until = Some(now + Duration::from_millis(policy.cooldown_ms));
         self.probes_in_flight = 0;
         self.window.clear();
+        self.calls = 0;
+        self.failures = 0;
         self.consecutive = 0;
     }
 }
@@ -221,19 +230,28 @@ impl Breakers {
             return;
         }
         let window = Duration::from_millis(policy.window_ms);
-        b.window.push_back((now, failed));
-        while b
-            .window
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > window)
-        {
+        let bucket = (window / 20).max(Duration::from_millis(1));
+        match b.window.back_mut() {
+            Some((start, calls, failures)) if now.duration_since(*start) < bucket => {
+                *calls += 1;
+                *failures += u32::from(failed);
+            }
+            _ => b.window.push_back((now, 1, u32::from(failed))),
+        }
+        b.calls += 1;
+        b.failures += u32::from(failed);
+        while let Some(&(start, calls, failures)) = b.window.front() {
+            if now.duration_since(start) <= window {
+                break;
+            }
             b.window.pop_front();
+            b.calls -= calls;
+            b.failures -= failures;
         }
         b.consecutive = if failed { b.consecutive + 1 } else { 0 };
-        let calls = b.window.len();
-        let failures = b.window.iter().filter(|(_, f)| *f).count();
-        let rate_trips = calls as u32 >= policy.min_calls
-            && failures as f64 / calls as f64 >= policy.failure_rate;
+        let (calls, failures) = (b.calls, b.failures);
+        let rate_trips =
+            calls >= policy.min_calls && failures as f64 / calls as f64 >= policy.failure_rate;
         if b.consecutive >= policy.consecutive_failures || (failed && rate_trips) {
             tracing::warn!(provider = %permit.key.0, model = %permit.key.1, consecutive = b.consecutive, calls, failures, "circuit opened");
             b.open(&policy, now);
@@ -255,8 +273,8 @@ impl Breakers {
                     provider: provider.clone(),
                     model: model.clone(),
                     state,
-                    calls: b.window.len(),
-                    failures: b.window.iter().filter(|(_, f)| *f).count(),
+                    calls: b.calls as usize,
+                    failures: b.failures as usize,
                 }
             })
             .collect();
@@ -349,6 +367,32 @@ mod tests {
         }
         call(&b, Err(&fail())).expect("1 of 6 in the window: still closed");
         assert_eq!(b.status()[0].calls, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_window_stays_small_and_counts_every_call() {
+        let b = Breakers::new(policy());
+        for _ in 0..100_000 {
+            call(&b, Ok(())).expect("closed");
+        }
+        assert_eq!(b.status()[0].calls, 100_000);
+        {
+            let all = b.lock();
+            let breaker = all.values().next().expect("one breaker");
+            assert_eq!(
+                breaker.window.len(),
+                1,
+                "calls at one instant share a bucket"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        call(&b, Err(&fail())).expect("closed");
+        let status = &b.status()[0];
+        assert_eq!(
+            (status.calls, status.failures),
+            (1, 1),
+            "old buckets left the window"
+        );
     }
 
     #[tokio::test(start_paused = true)]

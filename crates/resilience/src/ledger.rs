@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use aetherflow_domain::{Money, Usage};
 use chrono::{DateTime, Utc};
@@ -59,6 +59,8 @@ pub struct CostLedger {
     file: Mutex<File>,
     group: Mutex<Group>,
     flushed: Condvar,
+    /// The background writer's queue, started on the first [`CostLedger::append_later`].
+    later: OnceLock<std::sync::mpsc::Sender<Vec<CostRecord>>>,
 }
 
 /// Lines waiting for the next flush, and how far flushing has got.
@@ -106,12 +108,53 @@ impl CostLedger {
             file: Mutex::new(file),
             group: Mutex::new(Group::default()),
             flushed: Condvar::new(),
+            later: OnceLock::new(),
         })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Queues records for a background thread that appends whatever has queued in one write
+    /// and one sync; the caller never waits for the disk. Records still queued when the process
+    /// dies are lost (milliseconds' worth); use [`CostLedger::append`] where that matters.
+    pub fn append_later(self: &Arc<Self>, records: Vec<CostRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let sender = self.later.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<CostRecord>>();
+            let ledger: Weak<CostLedger> = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("aetherflow-ledger".into())
+                .spawn(move || {
+                    // Ends when the ledger (which holds the sender) is dropped.
+                    while let Ok(first) = rx.recv() {
+                        let mut batch = first;
+                        while let Ok(more) = rx.try_recv() {
+                            batch.extend(more);
+                        }
+                        let Some(ledger) = ledger.upgrade() else {
+                            break;
+                        };
+                        if let Err(e) = ledger.append(&batch) {
+                            tracing::error!(error = %e, "cost ledger not written");
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "no ledger thread: records are written by the caller");
+            }
+            tx
+        });
+        if let Err(unsent) = sender.send(records) {
+            // No writer thread: write here rather than lose the records.
+            if let Err(e) = self.append(&unsent.0) {
+                tracing::error!(error = %e, "cost ledger not written");
+            }
+        }
     }
 
     fn lock_group(&self) -> std::sync::MutexGuard<'_, Group> {
@@ -350,6 +393,29 @@ mod tests {
         });
         let (records, bad) = read_ledger(&path).expect("read");
         assert_eq!((records.len(), bad), (200, 0));
+    }
+
+    #[test]
+    fn records_appended_later_reach_the_file_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = Arc::new(CostLedger::open(&path).expect("open"));
+        for i in 0..50 {
+            ledger.append_later(vec![record("p", i, "2026-11-25T10:00:00Z")]);
+        }
+        let mut records = Vec::new();
+        for _ in 0..500 {
+            records = read_ledger(&path).expect("read").0;
+            if records.len() == 50 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let costs: Vec<u64> = records.iter().map(|r| r.cost.as_micros()).collect();
+        let expected: Vec<u64> = (0..50)
+            .map(|i| record("p", i, "2026-11-25T10:00:00Z").cost.as_micros())
+            .collect();
+        assert_eq!(costs, expected, "every record, in the order queued");
     }
 
     #[test]

@@ -556,7 +556,7 @@ pub fn resolve(
     providers: &ProviderSet,
     policy: &aetherflow_resilience::fallback::FallbackPolicy,
     model: &str,
-    estimated_tokens: u64,
+    estimated_tokens: impl FnOnce() -> u64,
 ) -> Result<Vec<Target>, GatewayError> {
     let not_found = || GatewayError {
         param: Some("model"),
@@ -577,7 +577,7 @@ pub fn resolve(
                 .map(|(_, m)| *m)
                 .ok_or_else(not_found)?;
             let targets =
-                providers.chain_for(mode, StepType::CodeGeneration, estimated_tokens, policy);
+                providers.chain_for(mode, StepType::CodeGeneration, estimated_tokens(), policy);
             return if targets.is_empty() {
                 Err(not_found())
             } else {
@@ -736,12 +736,12 @@ pub async fn chat_completions(
         )
     })?;
     let engine = jobs.engine();
-    let estimated = aetherflow_provider::tokens::estimate_request(&request);
+    // Counted only for routing groups, whose chains depend on the size.
     let targets = resolve(
         &engine.providers,
         &engine.resilience.fallback,
         &requested_model,
-        estimated,
+        || aetherflow_provider::tokens::estimate_request(&request),
     )?;
     let opted_out = cache_opt_out(&http);
     let options = CallOptions {
