@@ -36,6 +36,9 @@ pub struct CostRecord {
     pub outcome: String,
 }
 
+/// How long the background writer gathers records before writing them.
+pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The ledger could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[error("cost ledger {path}: {source}")]
@@ -119,7 +122,7 @@ impl CostLedger {
 
     /// Queues records for a background thread that appends whatever has queued in one write
     /// and one sync; the caller never waits for the disk. Records still queued when the process
-    /// dies are lost (milliseconds' worth); use [`CostLedger::append`] where that matters.
+    /// dies are lost (up to [`BATCH_DELAY`]'s worth); use [`CostLedger::append`] where that matters.
     pub fn append_later(self: &Arc<Self>, records: Vec<CostRecord>) {
         if records.is_empty() {
             return;
@@ -132,6 +135,9 @@ impl CostLedger {
                 .spawn(move || {
                     // Ends when the ledger (which holds the sender) is dropped.
                     while let Ok(first) = rx.recv() {
+                        // Gather what arrives over a short while: one write and one sync for
+                        // a busy moment's calls, and few wake-ups under load.
+                        std::thread::sleep(BATCH_DELAY);
                         let mut batch = first;
                         while let Ok(more) = rx.try_recv() {
                             batch.extend(more);
