@@ -385,8 +385,10 @@ fn engine(
             )
         })?);
     }
-    let sandbox = aetherflow_sandbox::Sandbox::new(sandbox_config)
-        .context("the sandbox that checks generated Python before it is applied")?;
+    // The runtime files were verified above; the interpreter (about 20 MB) loads on the first
+    // run that checks generated code, so an idle server, or one that only serves the gateway,
+    // does not hold it.
+    let sandbox = aetherflow_sandbox::Sandbox::lazy(sandbox_config);
     let reviewer = aetherflow_orchestrator::review::ReviewOptions {
         provider: settings.review.provider.clone(),
         fail_open: settings.review.fail_open,

@@ -119,7 +119,7 @@ fn main() {
     let started = Instant::now();
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let load = started.elapsed();
-    let report = sandbox.load_report();
+    let report = sandbox.load_report().expect("built by new");
     println!(
         "load (once per process): {load:.2?} = verify runtime hashes {:.2?} + module from {:?} {:.2?} + link/InstancePre {:.2?}",
         report.verify, report.source, report.load, report.link

@@ -332,21 +332,29 @@ struct Inner {
     files: RuntimeFiles,
     fuel_metering: bool,
     scratch_root: PathBuf,
-    permits: Arc<Semaphore>,
     load: LoadReport,
+}
+
+/// The sandbox's configuration and, once built, the loaded interpreter.
+struct Cell {
+    config: SandboxConfig,
+    inner: std::sync::OnceLock<Arc<Inner>>,
+    /// One build at a time.
+    building: std::sync::Mutex<()>,
+    permits: Arc<Semaphore>,
 }
 
 /// CPython 3.11 for WASI, ready to run code. Cheap to clone; safe to use from many threads.
 #[derive(Clone)]
 pub struct Sandbox {
-    inner: Arc<Inner>,
+    cell: Arc<Cell>,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("runtime", &self.inner.files.dir)
-            .field("load", &self.inner.load)
+            .field("runtime", &self.cell.config.runtime_dir)
+            .field("load", &self.load_report())
             .finish_non_exhaustive()
     }
 }
@@ -354,6 +362,43 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Verifies the runtime, loads (or compiles once) the interpreter and links it.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let sandbox = Self::lazy(config);
+        sandbox.inner()?;
+        Ok(sandbox)
+    }
+
+    /// A sandbox that loads the interpreter on its first run: a server that may never run
+    /// generated code does not hold the interpreter (about 20 MB) in memory. A runtime that
+    /// cannot be loaded then fails that run, with the same error `new` gives.
+    pub fn lazy(config: SandboxConfig) -> Self {
+        Sandbox {
+            cell: Arc::new(Cell {
+                permits: Arc::new(Semaphore::new(config.max_parallel.max(1))),
+                config,
+                inner: std::sync::OnceLock::new(),
+                building: std::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The loaded interpreter, built now if needed.
+    fn inner(&self) -> Result<Arc<Inner>, SandboxError> {
+        if let Some(inner) = self.cell.inner.get() {
+            return Ok(Arc::clone(inner));
+        }
+        let _one_at_a_time = self
+            .cell
+            .building
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(inner) = self.cell.inner.get() {
+            return Ok(Arc::clone(inner));
+        }
+        let inner = Arc::new(Self::build(&self.cell.config)?);
+        Ok(Arc::clone(self.cell.inner.get_or_init(|| inner)))
+    }
+
+    fn build(config: &SandboxConfig) -> Result<Inner, SandboxError> {
         let started = Instant::now();
         let files = RuntimeFiles::verify(&config.runtime_dir)?;
         let verify = started.elapsed();
@@ -385,33 +430,33 @@ impl Sandbox {
             source: e,
         })?;
 
-        Ok(Self {
-            inner: Arc::new(Inner {
-                engine,
-                pre,
-                files,
-                fuel_metering: config.fuel_metering,
-                scratch_root: config.scratch_root.unwrap_or_else(std::env::temp_dir),
-                permits: Arc::new(Semaphore::new(config.max_parallel.max(1))),
-                load: LoadReport {
-                    compiled_path,
-                    source,
-                    verify,
-                    load,
-                    link,
-                },
-            }),
+        Ok(Inner {
+            engine,
+            pre,
+            files,
+            fuel_metering: config.fuel_metering,
+            scratch_root: config
+                .scratch_root
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+            load: LoadReport {
+                compiled_path,
+                source,
+                verify,
+                load,
+                link,
+            },
         })
     }
 
-    /// How the one-time set-up went.
-    pub fn load_report(&self) -> &LoadReport {
-        &self.inner.load
+    /// How the one-time set-up went, once it has happened.
+    pub fn load_report(&self) -> Option<&LoadReport> {
+        self.cell.inner.get().map(|inner| &inner.load)
     }
 
     /// Runs on tokio's blocking pool, at most `max_parallel` at once.
     pub async fn run(&self, request: RunRequest) -> Result<RunOutcome, SandboxError> {
-        let permit = Arc::clone(&self.inner.permits)
+        let permit = Arc::clone(&self.cell.permits)
             .acquire_owned()
             .await
             .map_err(|_| SandboxError::Engine {
@@ -432,7 +477,8 @@ impl Sandbox {
 
     /// Runs on the calling thread (not counted against `max_parallel`).
     pub fn run_blocking(&self, request: &RunRequest) -> Result<RunOutcome, SandboxError> {
-        let inner = &self.inner;
+        let inner = self.inner()?;
+        let inner = &*inner;
         let limits = request.limits;
         if limits.fuel.is_some() && !inner.fuel_metering {
             return Err(SandboxError::InvalidRequest(

@@ -324,11 +324,17 @@ fn the_compiled_module_is_cached_and_a_damaged_cache_is_recompiled() {
         ..config()
     };
     let first = Sandbox::new(config.clone()).unwrap();
-    assert_eq!(first.load_report().source, ModuleSource::Compiled);
-    let path = first.load_report().compiled_path.clone();
+    assert_eq!(
+        first.load_report().expect("built").source,
+        ModuleSource::Compiled
+    );
+    let path = first.load_report().expect("built").compiled_path.clone();
     assert!(path.is_file());
     let second = Sandbox::new(config.clone()).unwrap();
-    assert_eq!(second.load_report().source, ModuleSource::Cache);
+    assert_eq!(
+        second.load_report().expect("built").source,
+        ModuleSource::Cache
+    );
     assert_eq!(
         second
             .run_blocking(&RunRequest::code("print(6 * 7)"))
@@ -343,7 +349,10 @@ fn the_compiled_module_is_cached_and_a_damaged_cache_is_recompiled() {
     std::fs::write(&damaged, b"not a compiled module").unwrap();
     std::fs::rename(&damaged, &path).unwrap();
     let third = Sandbox::new(config).unwrap();
-    assert_eq!(third.load_report().source, ModuleSource::Compiled);
+    assert_eq!(
+        third.load_report().expect("built").source,
+        ModuleSource::Compiled
+    );
     assert_eq!(
         third
             .run_blocking(&RunRequest::code("print(6 * 7)"))
@@ -473,4 +482,28 @@ fn a_test_module_that_does_not_import_is_an_error_result() {
                 .is_some_and(|m| m.contains("does_not_exist"))),
         "{report:?}"
     );
+}
+
+#[test]
+fn a_lazy_sandbox_loads_on_its_first_run_and_reports_a_missing_runtime_then() {
+    let lazy = Sandbox::lazy(config());
+    assert!(lazy.load_report().is_none(), "nothing loaded yet");
+    assert_eq!(
+        lazy.run_blocking(&RunRequest::code("print(6 * 7)"))
+            .expect("runs")
+            .stdout,
+        "42\n"
+    );
+    assert!(lazy.load_report().is_some(), "loaded by the run");
+
+    let empty = tempfile::tempdir().unwrap();
+    let missing = Sandbox::lazy(SandboxConfig {
+        runtime_dir: empty.path().to_path_buf(),
+        ..config()
+    });
+    let err = missing
+        .run_blocking(&RunRequest::code("pass"))
+        .expect_err("no runtime")
+        .to_string();
+    assert!(err.contains("fetch-sandbox-runtime"), "{err}");
 }
