@@ -48,12 +48,27 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("KEY")
+-- Counts answers by status, so accepted work and refusals (503 when the queue is full) are
+-- reported apart.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok = 0; busy = 0; other = 0 end
+function response(status, headers, body)
+    if status < 300 then ok = ok + 1 elseif status == 503 then busy = busy + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+    local a, b, c = 0, 0, 0
+    for _, t in ipairs(threads) do a = a + t:get("ok"); b = b + t:get("busy"); c = c + t:get("other") end
+    local secs = summary.duration / 1e6
+    io.write(string.format("  answered 2xx %d (%.0f/s), 503 queue full %d (%.0f/s), other %d\n",
+        a, a / secs, b, b / secs, c))
+end
 LUA
 
 run() {
     echo "== $1"
     shift
-    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" | grep -E "Requests/sec|Latency|50%|99%|Non-2xx|Socket errors"
+    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" | grep -E "Requests/sec|Latency|50%|99%|Non-2xx|Socket errors|answered"
 }
 run "GET /health" "$base/health"
 KEY="$key" BODY_FILE="$work/scan.json" run "POST /v1/scan (100 lines)" -s "$work/post.lua" "$base/v1/scan"

@@ -28,7 +28,9 @@ cleanup() {
 trap cleanup EXIT
 
 # --- upstream: nginx answering every POST with one static completion -----------------------
-nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+nginx_port=$(free_port)
+proxy_port=$(free_port)
 answer='{"id":"chatcmpl-static","object":"chat.completion","created":1763990400,"model":"local-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}'
 mkdir -p "$work/nginx"
 cat > "$work/nginx.conf" <<NGINX
@@ -45,11 +47,24 @@ http {
     uwsgi_temp_path $work/nginx;
     scgi_temp_path $work/nginx;
     keepalive_requests 1000000;
+    upstream static_answer {
+        server 127.0.0.1:$nginx_port;
+        keepalive 32;
+    }
     server {
         listen 127.0.0.1:$nginx_port;
         location /v1/chat/completions {
             default_type application/json;
             return 200 '$answer';
+        }
+    }
+    # The cost of one proxy hop on this machine, for reference: nginx in front of itself.
+    server {
+        listen 127.0.0.1:$proxy_port;
+        location / {
+            proxy_pass http://static_answer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
         }
     }
 }
@@ -99,19 +114,23 @@ measure() { # name url key conns
 }
 for c in 1 16; do
     direct=$(measure "nginx      " "http://127.0.0.1:$nginx_port/v1/chat/completions" "" "$c")
-    # PERF_OUT=FILE profiles the server (perf, cpu-clock samples) during the run through it.
-    if [ -n "${PERF_OUT:-}" ] && [ "$c" = 16 ]; then
+    proxied=$(measure "nginx proxy" "http://127.0.0.1:$proxy_port/v1/chat/completions" "" "$c")
+    # PERF_OUT=FILE profiles the server (perf, cpu-clock samples) during the run through it at
+    # PERF_C connections (default 16).
+    if [ -n "${PERF_OUT:-}" ] && [ "$c" = "${PERF_C:-16}" ]; then
         perf record -q -e cpu-clock -F 1999 -p "$pid" -o "$PERF_OUT" -- sleep "$((secs + 2))" &
         perf_pid=$!
     fi
     through=$(measure "aetherflow " "$base/v1/chat/completions" "$key" "$c")
     [ -n "${perf_pid:-}" ] && wait "$perf_pid" && unset perf_pid
     echo "$direct"
+    echo "$proxied"
     echo "$through"
     d=$(sed -n 's/.*mean_us=\([0-9.]*\).*/\1/p' <<<"$direct")
     t=$(sed -n 's/.*mean_us=\([0-9.]*\).*/\1/p' <<<"$through")
     d99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$direct")
     t99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$through")
-    echo "added at c=$c: mean $(python3 -c "print(round($t - $d, 1))") us, p99 $((t99 - d99)) us"
+    p=$(sed -n 's/.*mean_us=\([0-9.]*\).*/\1/p' <<<"$proxied")
+    echo "added at c=$c: mean $(python3 -c "print(round($t - $d, 1))") us, p99 $((t99 - d99)) us (an nginx proxy hop adds $(python3 -c "print(round($p - $d, 1))") us)"
 done
 echo "aetherflow-api RSS after the load $(rss), peak $(hwm)"

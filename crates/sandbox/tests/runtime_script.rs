@@ -87,3 +87,23 @@ fn a_tampered_installed_file_is_not_trusted() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("already verified"));
 }
+
+#[test]
+fn the_set_up_script_and_the_sandbox_trust_the_same_hashes() {
+    let script = std::fs::read_to_string(script()).expect("the set-up script");
+    for (file, hash) in [
+        (
+            aetherflow_sandbox::runtime::PYTHON_WASM,
+            aetherflow_sandbox::runtime::PYTHON_WASM_SHA256,
+        ),
+        (
+            aetherflow_sandbox::runtime::STDLIB_ZIP,
+            aetherflow_sandbox::runtime::STDLIB_ZIP_SHA256,
+        ),
+    ] {
+        assert!(
+            script.contains(hash),
+            "scripts/fetch-sandbox-runtime.py does not install {file} with the hash the sandbox verifies ({hash})"
+        );
+    }
+}
