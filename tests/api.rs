@@ -1638,3 +1638,62 @@ async fn a_rotated_key_file_is_used_after_sighup_without_a_restart() {
     }
     assert_eq!(status, 201, "the new key is in use");
 }
+
+#[tokio::test]
+async fn sigterm_drains_then_cancels_running_work_within_the_grace_period() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = create_key(dir.path(), "runs:write,runs:read");
+    let mut server = run_server(
+        dir.path(),
+        &[
+            ("AETHERFLOW_SERVER__SHUTDOWN_GRACE_SECS", "3"),
+            ("AETHERFLOW_MOCK__LATENCY_MS", "20000"),
+        ],
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/runs", server.base))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"plan": example_plan_json()}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pid = server.child.id().to_string();
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "still running long after the 3 s grace period"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "running work was given time before it was cancelled"
+    );
+    // The run that was cut short is on record as cancelled, not lost.
+    let server = run_server(dir.path(), &[]);
+    let run = get_json(
+        &reqwest::Client::new(),
+        format!("{}/v1/runs/{id}", server.base),
+        &key,
+    )
+    .await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+}

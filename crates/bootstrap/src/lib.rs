@@ -32,12 +32,23 @@ pub enum BootstrapError {
 }
 
 /// What the process learned from its surroundings.
-#[derive(Debug)]
 pub struct Environment {
-    /// Environment variables, with `.env` filling the unset ones.
+    /// Environment variables, with `.env` filling the unset ones. They include provider keys:
+    /// never log them (this type's `Debug` shows the names only).
     pub vars: HashMap<String, String>,
     /// Defaults → aetherflow.toml (or `config`) → `AETHERFLOW_*` variables.
     pub settings: Settings,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Environment")
+            .field("vars (names only)", &names)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl Environment {
@@ -77,6 +88,22 @@ impl Environment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_names_variables_but_never_shows_their_values() {
+        let dir = tempfile::tempdir().expect("dir");
+        let vars = HashMap::from([(
+            "DEEPSEEK_API_KEY".to_owned(),
+            "sk-canary-0123456789abcdef".to_owned(),
+        )]);
+        let env = Environment::from_parts(vars, dir.path(), None).expect("loads");
+        let shown = format!("{env:?} {env:#?}");
+        assert!(shown.contains("DEEPSEEK_API_KEY"), "{shown}");
+        assert!(
+            !shown.contains("canary"),
+            "a key leaked into Debug: {shown}"
+        );
+    }
 
     #[test]
     fn dot_env_fills_only_unset_variables() {

@@ -268,7 +268,8 @@ pub struct ServerSettings {
     pub queue: usize,
     /// The longest `?wait=` a run submission honours, in seconds.
     pub max_wait_secs: u64,
-    /// On SIGTERM, how long running work may finish before it is cancelled, in seconds.
+    /// The whole stop on SIGTERM, in seconds: a third for HTTP requests in flight, the rest for
+    /// running work, then a short cancellation.
     pub shutdown_grace_secs: u64,
     /// Requests a minute each API key may make (a burst of as many, refilled evenly).
     pub rate_per_minute: u32,
