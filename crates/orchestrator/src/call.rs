@@ -33,6 +33,20 @@ pub struct CallOptions {
     pub accept_truncated: bool,
 }
 
+impl CallOptions {
+    /// The budget scopes a call made now is charged to: today, this month, and the extras.
+    fn scopes(&self) -> Vec<Scope> {
+        let now = Utc::now();
+        [
+            Scope::Day(now.format("%Y-%m-%d").to_string()),
+            Scope::Month(now.format("%Y-%m").to_string()),
+        ]
+        .into_iter()
+        .chain(self.extra_scopes.iter().cloned())
+        .collect()
+    }
+}
+
 /// A call that produced an answer.
 #[derive(Debug, Clone)]
 pub struct CallOutcome {
@@ -70,14 +84,7 @@ pub async fn complete(
     mut request: ChatRequest,
     options: &CallOptions,
 ) -> Result<CallOutcome, CallFailure> {
-    let now = Utc::now();
-    let scopes: Vec<Scope> = [
-        Scope::Day(now.format("%Y-%m-%d").to_string()),
-        Scope::Month(now.format("%Y-%m").to_string()),
-    ]
-    .into_iter()
-    .chain(options.extra_scopes.iter().cloned())
-    .collect();
+    let scopes = options.scopes();
     let label = if options.label.is_empty() {
         "call"
     } else {
@@ -152,14 +159,7 @@ pub async fn stream(
     options: &CallOptions,
 ) -> Result<CallStream, CallFailure> {
     use futures::StreamExt as _;
-    let now = Utc::now();
-    let scopes: Vec<Scope> = [
-        Scope::Day(now.format("%Y-%m-%d").to_string()),
-        Scope::Month(now.format("%Y-%m").to_string()),
-    ]
-    .into_iter()
-    .chain(options.extra_scopes.iter().cloned())
-    .collect();
+    let scopes = options.scopes();
     let label = if options.label.is_empty() {
         "call".to_owned()
     } else {
@@ -387,15 +387,20 @@ impl Drop for StreamGuard {
     }
 }
 
-/// The ledger's records of `attempts`.
-fn records(label: &str, caller: Option<&str>, attempts: &[Attempt]) -> Vec<CostRecord> {
+/// The ledger's records of `attempts`, made for `run_id` / `task_id` / `step_id`.
+pub(crate) fn cost_records(
+    run_id: &str,
+    task_id: &str,
+    step_id: &str,
+    attempts: &[Attempt],
+) -> Vec<CostRecord> {
     attempts
         .iter()
         .map(|a| CostRecord {
             at: a.started_at,
-            run_id: label.to_owned(),
-            task_id: caller.unwrap_or(label).to_owned(),
-            step_id: label.to_owned(),
+            run_id: run_id.to_owned(),
+            task_id: task_id.to_owned(),
+            step_id: step_id.to_owned(),
             provider: a.provider.clone(),
             model: a.model.clone(),
             usage: a.usage,
@@ -407,6 +412,12 @@ fn records(label: &str, caller: Option<&str>, attempts: &[Attempt]) -> Vec<CostR
             },
         })
         .collect()
+}
+
+/// The ledger's records of a one-off call's attempts: the label as run and step, the caller
+/// (or the label) as task.
+fn records(label: &str, caller: Option<&str>, attempts: &[Attempt]) -> Vec<CostRecord> {
+    cost_records(label, caller.unwrap_or(label), label, attempts)
 }
 
 #[cfg(test)]

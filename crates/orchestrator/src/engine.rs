@@ -36,7 +36,7 @@ use aetherflow_resilience::alerts::{UsageAlert, UsageMonitor};
 use aetherflow_resilience::breaker::Breakers;
 use aetherflow_resilience::budget::{Budgets, Scope, worst_case_cost};
 use aetherflow_resilience::fallback::FallbackPolicy;
-use aetherflow_resilience::ledger::{CostLedger, CostRecord};
+use aetherflow_resilience::ledger::CostLedger;
 use aetherflow_resilience::retry::{RetryDecision, RetryPolicy};
 
 /// How a run is carried out.
@@ -660,25 +660,12 @@ async fn record_costs(
     task_id: &aetherflow_domain::TaskId,
     report: &StepReport,
 ) {
-    let records: Vec<CostRecord> = report
-        .attempts
-        .iter()
-        .map(|a| CostRecord {
-            at: a.started_at,
-            run_id: run_id.to_string(),
-            task_id: task_id.to_string(),
-            step_id: report.id.to_string(),
-            provider: a.provider.clone(),
-            model: a.model.clone(),
-            usage: a.usage,
-            cost: a.cost,
-            outcome: match (&a.error, a.cached) {
-                (Some(e), _) => e.kind.clone(),
-                (None, true) => "cached".to_owned(),
-                (None, false) => "ok".to_owned(),
-            },
-        })
-        .collect();
+    let records = crate::call::cost_records(
+        &run_id.to_string(),
+        task_id.as_str(),
+        report.id.as_str(),
+        &report.attempts,
+    );
     if records.is_empty() {
         return;
     }

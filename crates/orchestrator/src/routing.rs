@@ -119,16 +119,27 @@ impl ProviderSet {
         if self.offline {
             return Ok(vec![first]);
         }
-        let mut names: Vec<String> = Vec::new();
-        if step.context.provider.is_some() {
-            names.push(first.name.clone());
-        }
+        let leading = step.context.provider.is_some().then(|| first.name.clone());
+        Ok(self.targets_in_order(leading, mode, step.step_type, estimated_tokens, policy))
+    }
+
+    /// `leading` (a step's own provider), the explicit default, the policy's chain, then the
+    /// default: configured providers only, each once, at most `1 + max_fallbacks`.
+    fn targets_in_order(
+        &self,
+        leading: Option<String>,
+        mode: Mode,
+        step_type: aetherflow_domain::plan::StepType,
+        estimated_tokens: u64,
+        policy: &FallbackPolicy,
+    ) -> Vec<Target> {
+        let mut names: Vec<String> = leading.into_iter().collect();
         if let Some(p) = &self.preferred {
             names.push(p.clone());
         }
         names.extend(
             policy
-                .chain(mode, step.step_type, estimated_tokens)
+                .chain(mode, step_type, estimated_tokens)
                 .iter()
                 .map(|n| canonical_provider_name(n)),
         );
@@ -146,7 +157,7 @@ impl ProviderSet {
             }
         }
         targets.truncate(1 + policy.max_fallbacks);
-        Ok(targets)
+        targets
     }
 
     /// The targets a gate-keeper review tries: `preferred` (Kimi by default) when configured,
@@ -197,33 +208,10 @@ impl ProviderSet {
         estimated_tokens: u64,
         policy: &FallbackPolicy,
     ) -> Vec<Target> {
-        let mut names: Vec<String> = Vec::new();
-        if !self.offline {
-            if let Some(p) = &self.preferred {
-                names.push(p.clone());
-            }
-            names.extend(
-                policy
-                    .chain(mode, step_type, estimated_tokens)
-                    .iter()
-                    .map(|n| canonical_provider_name(n)),
-            );
+        if self.offline {
+            return self.preferring_targets(&self.default);
         }
-        names.push(self.default.clone());
-        let mut targets: Vec<Target> = Vec::new();
-        for name in names {
-            if targets.iter().any(|t| t.name == name) {
-                continue;
-            }
-            if let Some(entry) = self.entries.get(&name) {
-                targets.push(Target {
-                    name,
-                    entry: entry.clone(),
-                });
-            }
-        }
-        targets.truncate(1 + policy.max_fallbacks);
-        targets
+        self.targets_in_order(None, mode, step_type, estimated_tokens, policy)
     }
 
     /// The first target for `step`, or why there is none.

@@ -131,11 +131,22 @@ impl Jobs {
         &self.engine
     }
 
-    /// The budget scope of `key`'s spend today, when a daily cap is configured.
-    pub async fn key_day_scope_for(&self, key: &str) -> Option<Scope> {
-        match self.engine.key_day_cap {
+    /// How a call outside runs (`label`: `chat`, `designer`) made for `key` is accounted: to
+    /// that key in the ledger, and against its daily cap when one is configured.
+    pub async fn call_options(
+        &self,
+        label: &str,
+        key: &str,
+    ) -> aetherflow_orchestrator::call::CallOptions {
+        let day = match self.engine.key_day_cap {
             Some(cap) => Some(self.key_day_scope(key, cap).await),
             None => None,
+        };
+        aetherflow_orchestrator::call::CallOptions {
+            label: label.to_owned(),
+            caller: Some(key.to_owned()),
+            extra_scopes: day.into_iter().collect(),
+            ..Default::default()
         }
     }
 

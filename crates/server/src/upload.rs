@@ -541,15 +541,8 @@ pub async fn designer_upload(
     };
     let targets = engine.providers.preferring_targets(&settings.provider);
     let options = CallOptions {
-        label: "designer".into(),
-        caller: Some(caller.key_id.clone()),
-        extra_scopes: jobs
-            .key_day_scope_for(&caller.key_id)
-            .await
-            .into_iter()
-            .collect(),
         cacheable: true,
-        accept_truncated: false,
+        ..jobs.call_options("designer", &caller.key_id).await
     };
     let outcome = complete(&engine.resilience, &targets, request, &options).await;
     let spent = match &outcome {

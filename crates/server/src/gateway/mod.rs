@@ -37,6 +37,18 @@ pub const GROUPS: [(&str, Mode); 3] = [
     ("double-check", Mode::DoubleCheck),
 ];
 
+/// The runner (providers, resilience), or 503 saying why there is none.
+fn jobs_of(state: &AppState) -> Result<&crate::jobs::Jobs, GatewayError> {
+    state.jobs.as_ref().map_err(|why| {
+        GatewayError::new(
+            503,
+            "api_error",
+            "unavailable",
+            format!("the gateway is unavailable: {why}"),
+        )
+    })
+}
+
 /// The targets a model name routes to.
 pub fn resolve(
     providers: &ProviderSet,
@@ -106,14 +118,7 @@ pub async fn models(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     caller.require(KeyScope::Chat)?;
-    let jobs = state.jobs.as_ref().map_err(|why| {
-        GatewayError::new(
-            503,
-            "api_error",
-            "unavailable",
-            format!("the gateway is unavailable: {why}"),
-        )
-    })?;
+    let jobs = jobs_of(&state)?;
     let mut data: Vec<Value> = jobs
         .engine()
         .providers
@@ -213,14 +218,7 @@ pub async fn chat_completions(
     let requested_model = parsed.model.clone();
     let streaming = parsed.stream;
     let (request, deterministic, include_usage) = translate(parsed)?;
-    let jobs = state.jobs.as_ref().map_err(|why| {
-        GatewayError::new(
-            503,
-            "api_error",
-            "unavailable",
-            format!("the gateway is unavailable: {why}"),
-        )
-    })?;
+    let jobs = jobs_of(&state)?;
     let engine = jobs.engine();
     // Counted only for routing groups, whose chains depend on the size.
     let targets = resolve(
@@ -231,15 +229,9 @@ pub async fn chat_completions(
     )?;
     let opted_out = cache_opt_out(&http);
     let options = CallOptions {
-        label: "chat".into(),
-        caller: Some(caller.key_id.clone()),
-        extra_scopes: jobs
-            .key_day_scope_for(&caller.key_id)
-            .await
-            .into_iter()
-            .collect(),
         cacheable: deterministic && !opted_out && !streaming,
         accept_truncated: true,
+        ..jobs.call_options("chat", &caller.key_id).await
     };
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     let created = chrono::Utc::now().timestamp();
