@@ -448,6 +448,59 @@ async fn routing_groups_fail_over_and_errors_take_openais_shape() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-aetherflow-attempts"], "2");
     assert_ne!(r.headers()["x-aetherflow-provider"], "deepseek");
+    // The same for a stream: the failure comes before the first token, so it fails over.
+    let r = post(&fleet, json!({"model": "aetherflow/build", "stream": true, "messages": [{"role": "user", "content": "FAIL_FIRST Count"}]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aetherflow-attempts"], "2");
+    let provider = r.headers()["x-aetherflow-provider"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_ne!(provider, "deepseek");
+    let text = r.text().await.expect("body");
+    assert!(
+        text.contains("one, ") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
+    // Provider attempts are counted, labelled by configured provider and model only.
+    let admin = create_key(fleet._dir.path(), "admin");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", fleet.server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aetherflow_provider_attempts_total")
+                && l.contains("provider=\"deepseek\"")
+                && l.contains("outcome=\"error\"")),
+        "{metrics}"
+    );
+    let answered: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("aetherflow_provider_attempts_total")
+                && l.contains(&format!("provider=\"{provider}\""))
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        answered, 2.0,
+        "the answer and the streamed answer: {metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aetherflow_http_requests_total")
+                && l.contains("route=\"/v1/chat/completions\"")),
+        "{metrics}"
+    );
     // Unknown model: 404 in OpenAI's shape.
     let r = post(
         &fleet,

@@ -352,8 +352,15 @@ async fn stream_answer(
         .and_then(|t| t.entry.provider.price(&started.model))
         .unwrap_or(aetherflow_domain::Price::FREE);
     let store = Arc::clone(&state.store);
+    let metrics = state.metrics.clone();
+    // The metrics label: the configured model, or `other` (labels never take client strings).
+    let metric_model = match engine.providers.entry(&started.provider) {
+        Some(e) if e.model == started.model => started.model.clone(),
+        _ => "other".to_owned(),
+    };
     let key = caller.key_id.clone();
     let attempts_before = started.failed_attempts.len();
+    let provider_label = started.provider.clone();
     let mut events = started.events;
     let body = async_stream::stream! {
         yield Ok::<_, actix_web::Error>(chunk(&id, created, &model, json!({"role": "assistant", "content": ""}), None));
@@ -385,6 +392,13 @@ async fn stream_answer(
             }
         }
         drop(events);
+        if let Some(m) = &metrics {
+            let outcome = if usage.is_some() { Value::Null } else { json!({"kind": "incomplete"}) };
+            let u = usage.unwrap_or_default();
+            m.record_report(&json!({"steps": [{"attempts": [{
+                "provider": provider_label, "model": metric_model, "usage": u,
+                "cost": u.cost(&price).as_micros(), "error": outcome}]}]}));
+        }
         if let Some(u) = usage {
             let cost = u.cost(&price).as_micros();
             if cost > 0 && let Err(e) = store.record_key_spend(&key, "chat", cost).await {
