@@ -1517,6 +1517,7 @@ async fn slow_clients_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("dir");
     let designer = create_key(dir.path(), "designer");
+    let chat = create_key(dir.path(), "chat");
     let server = run_server(
         dir.path(),
         &[("AETHERFLOW_SERVER__REQUEST_TIMEOUT_SECS", "1")],
@@ -1560,6 +1561,21 @@ async fn slow_clients_are_cut_off() {
     let text = String::from_utf8_lossy(&answer[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
+
+    // A chat completion waits on providers, but its body still has to arrive in time.
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {chat}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{\"model\": \"mock/mock-1\", "
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("answered before the test's own deadline")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
 #[tokio::test]

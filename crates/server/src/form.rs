@@ -1,5 +1,6 @@
-//! Reading `multipart/form-data` bodies with hard limits: total bytes, number of parts, and a
-//! deadline for the whole body (a client that trickles bytes is cut off).
+//! Reading request bodies with hard limits — total bytes, and a deadline for the whole body (a
+//! client that trickles bytes is cut off) — whole, or as `multipart/form-data` parts (with a
+//! limit on their number too).
 
 use std::time::Duration;
 
@@ -99,15 +100,44 @@ pub async fn read(
     };
     match tokio::time::timeout(deadline, reading).await {
         Ok(result) => result,
-        Err(_) => Err(ApiError {
-            status: 408,
-            code: "request_timeout",
-            message: format!(
-                "the form was not received within {} s; send it again",
-                deadline.as_secs()
-            ),
-            retry_after: None,
-        }),
+        Err(_) => Err(timed_out(deadline)),
+    }
+}
+
+/// Reads a whole body of at most `max_bytes` (413 beyond) that must arrive within `deadline`
+/// (408 otherwise).
+pub async fn read_body(
+    mut payload: web::Payload,
+    max_bytes: usize,
+    deadline: Duration,
+) -> Result<web::Bytes, ApiError> {
+    let reading = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("the body could not be read: {e}")))?;
+            if body.len() + chunk.len() > max_bytes {
+                return Err(too_large(max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    match tokio::time::timeout(deadline, reading).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(deadline)),
+    }
+}
+
+fn timed_out(deadline: Duration) -> ApiError {
+    ApiError {
+        status: 408,
+        code: "request_timeout",
+        message: format!(
+            "the body was not received within {} s; send it again",
+            deadline.as_secs()
+        ),
+        retry_after: None,
     }
 }
 
@@ -115,7 +145,7 @@ fn too_large(max_bytes: usize) -> ApiError {
     ApiError {
         status: 413,
         code: "too_large",
-        message: format!("the form is larger than the {max_bytes}-byte limit"),
+        message: format!("the body is larger than the {max_bytes}-byte limit"),
         retry_after: None,
     }
 }

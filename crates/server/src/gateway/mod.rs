@@ -206,9 +206,13 @@ pub async fn chat_completions(
     caller: Caller,
     state: web::Data<AppState>,
     http: HttpRequest,
-    body: web::Bytes,
+    limits: web::Data<crate::app::FormLimits>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     caller.require(KeyScope::Chat)?;
+    // This route waits on providers, so the request deadline does not cover it: the body has
+    // a deadline of its own.
+    let body = crate::form::read_body(payload, limits.max_bytes, limits.read_timeout).await?;
     let parsed: CompletionRequest = serde_json::from_slice(&body).map_err(|e| {
         GatewayError::invalid(
             "body",
