@@ -285,7 +285,10 @@ fn main() -> anyhow::Result<()> {
                 ))
                 .wrap(aetherflow_server::app::security_headers())
                 .app_data(web::Data::new(
-                    aetherflow_server::timeouts::RequestDeadline(request_timeout),
+                    aetherflow_server::timeouts::RequestDeadline {
+                        request: request_timeout,
+                        max_wait: std::time::Duration::from_secs(settings.server.max_wait_secs),
+                    },
                 ))
                 .app_data(web::Data::new(uploads.clone()))
                 .app_data(web::Data::new(form_limits.clone()))
