@@ -74,6 +74,9 @@ pub struct CallFailure {
     pub attempts: Vec<Attempt>,
     /// What the failed attempts cost.
     pub cost: Money,
+    /// Nothing was sent: the request is larger than the context window of every model that
+    /// could take it.
+    pub too_large: bool,
 }
 
 /// Sends `request` to `targets` in turn (each with retries, inside its breaker and the budget)
@@ -116,11 +119,12 @@ pub async fn complete(
             usage: report.usage,
             cost: report.cost,
         }),
-        Err((kind, message)) => Err(CallFailure {
-            kind,
-            message,
+        Err(no) => Err(CallFailure {
+            kind: no.kind,
+            message: no.reason,
             attempts: report.attempts,
             cost: report.cost,
+            too_large: no.too_large,
         }),
     }
 }
@@ -171,6 +175,7 @@ pub async fn stream(
     let mut failed: Vec<Attempt> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let mut over_budget = false;
+    let mut window_skips = 0usize;
     for target in targets {
         let provider = Arc::clone(&target.entry.provider);
         if let Some(w) = provider.context_window(&target.entry.model)
@@ -180,6 +185,7 @@ pub async fn stream(
                 "{}/{} skipped: its {w}-token window is too small for about {needed} tokens",
                 target.name, target.entry.model
             ));
+            window_skips += 1;
             continue;
         }
         let price = provider.price(&target.entry.model);
@@ -313,6 +319,7 @@ pub async fn stream(
             FailureKind::ProviderError
         },
         message: reasons.join("; then "),
+        too_large: window_skips > 0 && failed.is_empty(),
         attempts: failed,
         cost: Money::ZERO,
     })

@@ -897,7 +897,7 @@ async fn execute(
         .await
         {
             Ok(response) => response,
-            Err((kind, reason)) => return fail(report, kind, reason, clock),
+            Err(no) => return fail(report, no.kind, no.reason, clock),
         };
         report.duration = clock.elapsed();
         if !produces_files {
@@ -1043,9 +1043,9 @@ async fn review_files(
         (report.provider, report.model, report.finish_reason) = author;
         // A review the budget cannot pay for is a budget failure; anything else is no verdict.
         answer
-            .map_err(|(kind, reason)| match kind {
-                FailureKind::BudgetExceeded => (kind, reason),
-                _ => (FailureKind::ReviewFailed, reason),
+            .map_err(|no| match no.kind {
+                FailureKind::BudgetExceeded => (no.kind, no.reason),
+                _ => (FailureKind::ReviewFailed, no.reason),
             })
             .and_then(|response| {
                 parse_verdict(&response.text).map_err(|e| (FailureKind::ReviewFailed, e))
@@ -1212,11 +1212,11 @@ pub(crate) async fn generate(
     request: &mut ChatRequest,
     cacheable: bool,
     report: &mut StepReport,
-) -> Result<aetherflow_provider::ChatResponse, (FailureKind, String)> {
+) -> Result<aetherflow_provider::ChatResponse, NoAnswer> {
     let prompt_tokens_bound = request.prompt_token_bound();
     // A tokenizer's count of the prompt plus the answer allowance: models whose window is too
-    // small are skipped before any call.
-    // Counted only when a target has a known window (the tokenizer is not free).
+    // small are skipped before any call. Counted only when a target has a known window (the
+    // tokenizer is not free).
     let needed = std::sync::OnceLock::new();
     let needed_tokens = |r: &ChatRequest| {
         *needed.get_or_init(|| {
@@ -1226,6 +1226,7 @@ pub(crate) async fn generate(
     };
     let mut reasons: Vec<String> = Vec::new();
     let mut over_budget = false;
+    let mut window_skips = 0usize;
     let mut min_window: Option<u64> = None;
     for target in targets {
         let window = target.entry.provider.context_window(&target.entry.model);
@@ -1238,6 +1239,7 @@ pub(crate) async fn generate(
                 target.entry.model,
                 needed_tokens(request)
             ));
+            window_skips += 1;
             continue;
         }
         request.model.clone_from(&target.entry.model);
@@ -1251,10 +1253,11 @@ pub(crate) async fn generate(
                     // A client that set the limit gets the answer it asked for.
                     FinishReason::MaxTokens if env.accept_truncated => None,
                     FinishReason::MaxTokens => {
-                        return Err((
-                            FailureKind::ProviderError,
-                            "the answer was cut at the output token limit; raise max_output_tokens or split the step".into(),
-                        ));
+                        return Err(NoAnswer {
+                            kind: FailureKind::ProviderError,
+                            reason: "the answer was cut at the output token limit; raise max_output_tokens or split the step".into(),
+                            too_large: false,
+                        });
                     }
                     FinishReason::ContextLimit => Some((
                         "the answer was cut at the model's context window",
@@ -1304,7 +1307,23 @@ pub(crate) async fn generate(
     } else {
         FailureKind::ProviderError
     };
-    Err((kind, reasons.join("; then ")))
+    Err(NoAnswer {
+        kind,
+        reason: reasons.join("; then "),
+        too_large: window_skips > 0 && report.attempts.is_empty(),
+    })
+}
+
+/// Why [`generate`] produced no answer.
+#[derive(Debug)]
+pub(crate) struct NoAnswer {
+    /// The failure's kind.
+    pub(crate) kind: FailureKind,
+    /// What each target said, in order.
+    pub(crate) reason: String,
+    /// Nothing was sent because the request is larger than the windows of the models that
+    /// could take it.
+    pub(crate) too_large: bool,
 }
 
 /// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the

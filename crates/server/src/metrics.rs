@@ -120,8 +120,6 @@ impl Metrics {
     pub fn record_report(&self, report: &serde_json::Value) {
         for step in report["steps"].as_array().into_iter().flatten() {
             for a in step["attempts"].as_array().into_iter().flatten() {
-                let provider = a["provider"].as_str().unwrap_or("unknown");
-                let model = a["model"].as_str().unwrap_or("unknown");
                 let outcome = if a["cached"] == true {
                     "cached"
                 } else if a["error"].is_null() {
@@ -129,21 +127,42 @@ impl Metrics {
                 } else {
                     "error"
                 };
-                self.attempts
-                    .with_label_values(&[provider, model, outcome])
-                    .inc();
                 let usage = &a["usage"];
-                self.tokens
-                    .with_label_values(&[provider, model, "input"])
-                    .inc_by(usage["input_tokens"].as_u64().unwrap_or(0));
-                self.tokens
-                    .with_label_values(&[provider, model, "output"])
-                    .inc_by(usage["output_tokens"].as_u64().unwrap_or(0));
-                self.cost
-                    .with_label_values(&[provider, model])
-                    .inc_by(a["cost"].as_u64().unwrap_or(0));
+                self.record_attempt(
+                    a["provider"].as_str().unwrap_or("unknown"),
+                    a["model"].as_str().unwrap_or("unknown"),
+                    outcome,
+                    usage["input_tokens"].as_u64().unwrap_or(0),
+                    usage["output_tokens"].as_u64().unwrap_or(0),
+                    a["cost"].as_u64().unwrap_or(0),
+                );
             }
         }
+    }
+
+    /// Counts one provider call: `outcome` is `ok`, `error` or `cached`; labels must come from
+    /// bounded sets (configured providers and models), never from a request.
+    pub fn record_attempt(
+        &self,
+        provider: &str,
+        model: &str,
+        outcome: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_micros: u64,
+    ) {
+        self.attempts
+            .with_label_values(&[provider, model, outcome])
+            .inc();
+        self.tokens
+            .with_label_values(&[provider, model, "input"])
+            .inc_by(input_tokens);
+        self.tokens
+            .with_label_values(&[provider, model, "output"])
+            .inc_by(output_tokens);
+        self.cost
+            .with_label_values(&[provider, model])
+            .inc_by(cost_micros);
     }
 }
 

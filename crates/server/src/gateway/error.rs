@@ -60,16 +60,17 @@ impl GatewayError {
             .find_map(|a| a.error.as_ref())
             .map(|e| e.kind.as_str());
         let message = format!("no provider answered: {failure}");
+        let context_length = |message| GatewayError {
+            param: Some("messages"),
+            ..Self::new(
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                message,
+            )
+        };
         match last {
-            Some("context_length_exceeded") => GatewayError {
-                param: Some("messages"),
-                ..Self::new(
-                    400,
-                    "invalid_request_error",
-                    "context_length_exceeded",
-                    message,
-                )
-            },
+            Some("context_length_exceeded") => context_length(message),
             Some("invalid_request") => {
                 Self::new(400, "invalid_request_error", "invalid_request", message)
             }
@@ -84,16 +85,8 @@ impl GatewayError {
                 ..Self::new(429, "rate_limit_error", "upstream_rate_limited", message)
             },
             Some("timeout") => Self::new(504, "api_error", "upstream_timeout", message),
-            // Nothing was sent: every target was skipped (open breakers, windows too small).
-            None if failure.message.contains("too small") => GatewayError {
-                param: Some("messages"),
-                ..Self::new(
-                    400,
-                    "invalid_request_error",
-                    "context_length_exceeded",
-                    message,
-                )
-            },
+            // Nothing was sent: the request fits no model's window.
+            None if failure.too_large => context_length(message),
             None => GatewayError {
                 retry_after: Some(5),
                 ..Self::new(503, "api_error", "unavailable", message)
@@ -175,8 +168,17 @@ mod tests {
                 })
                 .unwrap_or_default(),
             cost: Money::ZERO,
+            too_large: false,
         };
         let status = |f: CallFailure| GatewayError::from_failure(&f).status;
+        let too_large = CallFailure {
+            too_large: true,
+            ..failure(FailureKind::ProviderError, None, "windows too small")
+        };
+        assert_eq!(
+            GatewayError::from_failure(&too_large).code,
+            "context_length_exceeded"
+        );
         assert_eq!(
             status(failure(FailureKind::BudgetExceeded, None, "budget")),
             402

@@ -28,7 +28,7 @@ mod error;
 mod translate;
 
 pub use error::GatewayError;
-pub use translate::{CompletionRequest, MAX_MESSAGES, translate};
+pub use translate::{CompletionRequest, MAX_MESSAGES, Translated, translate};
 
 /// The routing groups: `aetherflow/<name>` and the mode whose fallback chains they follow.
 pub const GROUPS: [(&str, Mode); 3] = [
@@ -178,20 +178,31 @@ fn record_metrics(state: &AppState, providers: &ProviderSet, attempts: &[Attempt
     let Some(metrics) = state.metrics.as_ref() else {
         return;
     };
-    let bounded: Vec<Value> = attempts
-        .iter()
-        .map(|a| {
-            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-            let known = providers
-                .entry(&a.provider)
-                .is_some_and(|e| e.model == a.model);
-            if !known {
-                v["model"] = json!("other");
-            }
-            v
-        })
-        .collect();
-    metrics.record_report(&json!({"steps": [{"attempts": bounded}]}));
+    for a in attempts {
+        let outcome = match (&a.error, a.cached) {
+            (Some(_), _) => "error",
+            (None, true) => "cached",
+            (None, false) => "ok",
+        };
+        metrics.record_attempt(
+            &a.provider,
+            metric_model(providers, &a.provider, &a.model),
+            outcome,
+            a.usage.input_tokens,
+            a.usage.output_tokens,
+            a.cost.as_micros(),
+        );
+    }
+}
+
+/// The metrics label for `model`: the provider's configured model, or `other` (labels never
+/// take client strings).
+fn metric_model<'a>(providers: &ProviderSet, provider: &str, model: &'a str) -> &'a str {
+    if providers.entry(provider).is_some_and(|e| e.model == model) {
+        model
+    } else {
+        "other"
+    }
 }
 
 /// `POST /v1/chat/completions`.
@@ -221,7 +232,11 @@ pub async fn chat_completions(
     })?;
     let requested_model = parsed.model.clone();
     let streaming = parsed.stream;
-    let (request, deterministic, include_usage) = translate(parsed)?;
+    let translate::Translated {
+        request,
+        deterministic,
+        include_usage,
+    } = translate(parsed)?;
     let jobs = jobs_of(&state)?;
     let engine = jobs.engine();
     // Counted only for routing groups, whose chains depend on the size.
@@ -357,11 +372,8 @@ async fn stream_answer(
         .unwrap_or(aetherflow_domain::Price::FREE);
     let store = Arc::clone(&state.store);
     let metrics = state.metrics.clone();
-    // The metrics label: the configured model, or `other` (labels never take client strings).
-    let metric_model = match engine.providers.entry(&started.provider) {
-        Some(e) if e.model == started.model => started.model.clone(),
-        _ => "other".to_owned(),
-    };
+    let metric_model =
+        metric_model(&engine.providers, &started.provider, &started.model).to_owned();
     let key = caller.key_id.clone();
     let attempts_before = started.failed_attempts.len();
     let provider_label = started.provider.clone();
@@ -397,11 +409,10 @@ async fn stream_answer(
         }
         drop(events);
         if let Some(m) = &metrics {
-            let outcome = if usage.is_some() { Value::Null } else { json!({"kind": "incomplete"}) };
             let u = usage.unwrap_or_default();
-            m.record_report(&json!({"steps": [{"attempts": [{
-                "provider": provider_label, "model": metric_model, "usage": u,
-                "cost": u.cost(&price).as_micros(), "error": outcome}]}]}));
+            let outcome = if usage.is_some() { "ok" } else { "error" };
+            m.record_attempt(&provider_label, &metric_model, outcome, u.input_tokens,
+                u.output_tokens, u.cost(&price).as_micros());
         }
         if let Some(u) = usage {
             let cost = u.cost(&price).as_micros();

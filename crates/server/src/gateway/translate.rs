@@ -203,8 +203,19 @@ fn data_url_image(url: &str) -> Result<Image, GatewayError> {
     })
 }
 
+/// A translated request and what the gateway needs to know about it.
+#[derive(Debug)]
+pub struct Translated {
+    /// The provider-neutral request.
+    pub request: ChatRequest,
+    /// Temperature 0 or a seed: the answer may come from the cache.
+    pub deterministic: bool,
+    /// A stream should end with a usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
 /// Translates the OpenAI request into AetherFlow's provider-neutral request.
-pub fn translate(body: CompletionRequest) -> Result<(ChatRequest, bool, bool), GatewayError> {
+pub fn translate(body: CompletionRequest) -> Result<Translated, GatewayError> {
     if body.messages.is_empty() {
         return Err(GatewayError::invalid(
             "messages",
@@ -385,7 +396,11 @@ pub fn translate(body: CompletionRequest) -> Result<(ChatRequest, bool, bool), G
         step: None,
     };
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    Ok((request, deterministic, include_usage))
+    Ok(Translated {
+        request,
+        deterministic,
+        include_usage,
+    })
 }
 
 #[cfg(test)]
@@ -399,7 +414,11 @@ mod tests {
 
     #[test]
     fn requests_translate_roles_tools_and_formats() {
-        let (r, deterministic, usage) = translate(parse(json!({
+        let Translated {
+            request: r,
+            deterministic,
+            include_usage: usage,
+        } = translate(parse(json!({
             "model": "deepseek/deepseek-chat",
             "messages": [
                 {"role": "system", "content": "Be brief."},
