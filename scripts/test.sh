@@ -18,4 +18,8 @@ else
     echo "plan corpus not found (../shared/corpus/original-plans): the corpus test checks nothing"
 fi
 
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "redis-server not found: the shared-state tests (Redis) are skipped; apt-get install -y redis-server to run them"
+fi
+
 cargo test --workspace --locked "$@"

@@ -91,10 +91,11 @@ struct Readiness {
     sandbox_runtime: std::path::PathBuf,
     sandbox_error: Option<String>,
     store: Arc<dyn Store>,
+    redis: Option<aetherflow_redis::Shared>,
 }
 
 impl Readiness {
-    fn check(&self, store_ok: bool) -> (bool, serde_json::Value) {
+    fn check(&self, store_ok: bool, redis: Option<&str>) -> (bool, serde_json::Value) {
         let runtime_present = self.sandbox_error.is_none()
             && [
                 aetherflow_sandbox::runtime::PYTHON_WASM,
@@ -103,12 +104,16 @@ impl Readiness {
             .iter()
             .all(|f| self.sandbox_runtime.join(f).is_file());
         let providers_ok = self.providers > 0;
-        let ready = runtime_present && providers_ok && store_ok;
+        let redis_ok = redis.is_none_or(|r| r == "ok");
+        let ready = runtime_present && providers_ok && store_ok && redis_ok;
         let mut checks = json!({
             "store": if store_ok { "ok" } else { "unreachable" },
             "sandbox_runtime": if runtime_present { "ok" } else { "missing" },
             "providers": if providers_ok { "ok" } else { "none configured" },
         });
+        if redis.is_some() {
+            checks["redis"] = json!(if redis_ok { "ok" } else { "unreachable" });
+        }
         if !ready {
             let mut fixes = Vec::new();
             if !runtime_present {
@@ -116,6 +121,9 @@ impl Readiness {
             }
             if !store_ok {
                 fixes.push("the database in server.data_dir does not answer: check the folder's space and permissions (details in the server log)");
+            }
+            if !redis_ok {
+                fixes.push("Redis (redis.url) does not answer: budgeted calls are refused until it does; check the server and the URL (details in the server log)");
             }
             if !providers_ok {
                 fixes.push("configure at least one provider key (e.g. DEEPSEEK_API_KEY or DEEPSEEK_API_KEY_FILE) or providers.openai_compatible.base_url");
@@ -185,6 +193,21 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // redis.url: budgets, rate limits and breakers shared with every replica and worker. The
+    // connection is made on the job runtime, lazily: the server starts while Redis is down, and
+    // /ready says so until it answers.
+    let shared = {
+        let _entered = jobs_runtime.enter();
+        aetherflow_orchestrator::setup::shared_state(&settings)?
+    };
+    if let Some(shared) = &shared {
+        match jobs_runtime.block_on(shared.ping()) {
+            Ok(()) => tracing::info!(redis = shared.display_url(), "shared state on Redis"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis does not answer yet: budgeted calls are refused and /ready answers 503 until it does")
+            }
+        }
+    }
     let interrupted = jobs_runtime.block_on(store.interrupt_unfinished())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -201,13 +224,14 @@ fn main() -> anyhow::Result<()> {
         sandbox_runtime: sandbox_config.runtime_dir.clone(),
         sandbox_error: sandbox_error.clone(),
         store: Arc::clone(&store),
+        redis: shared.clone(),
     };
     let metrics = aetherflow_server::metrics::Metrics::new().context("registering metrics")?;
     // Without a usable runtime the engine (which holds the sandbox) is not built at all: the
     // server still starts, /ready answers 503 with the fix, and runs are refused.
     let engine = match &sandbox_error {
         Some(_) => None,
-        None => engine(&settings, &configured, sandbox_config)?,
+        None => engine(&settings, &configured, sandbox_config, shared.as_ref())?,
     };
     let jobs = match (&sandbox_error, engine) {
         (Some(e), _) => Err(format!("the sandbox runtime is not usable ({e}); install it with python3 scripts/fetch-sandbox-runtime.py")),
@@ -231,6 +255,20 @@ fn main() -> anyhow::Result<()> {
         std::num::NonZeroU32::new(settings.server.ip_rate_per_minute)
             .context("server.ip_rate_per_minute must be at least 1")?,
     );
+    let limits = match &shared {
+        Some(shared) => limits.with_shared(aetherflow_redis::ratelimit::RedisRateLimiter::new(
+            shared.clone(),
+        )),
+        None => limits,
+    };
+    if shared.is_some() {
+        let l = limits.clone();
+        metrics.watch_local_decisions("rate_limit", move || l.local_fallbacks());
+        if let Ok(jobs) = &jobs {
+            let breakers = Arc::clone(&jobs.engine().resilience.breakers);
+            metrics.watch_local_decisions("breaker", move || breakers.local_fallbacks());
+        }
+    }
     {
         let limits = limits.clone();
         jobs_runtime.spawn(async move {
@@ -366,6 +404,7 @@ fn engine(
     settings: &aetherflow_orchestrator::settings::Settings,
     configured: &[aetherflow_orchestrator::setup::ConfiguredProvider],
     sandbox_config: aetherflow_sandbox::SandboxConfig,
+    shared: Option<&aetherflow_redis::Shared>,
 ) -> anyhow::Result<Option<Engine>> {
     use aetherflow_orchestrator::{RunOptions, setup};
     let providers = if settings.server.offline {
@@ -387,8 +426,8 @@ fn engine(
         .with_context(|| format!("creating server.data_dir {}", data.display()))?;
     let ledger_path = data.join("ledger.jsonl");
     let ledger = aetherflow_resilience::ledger::CostLedger::open(&ledger_path)?;
-    let budgets = setup::budgets(settings, &ledger_path)?;
-    let resilience = setup::resilience(settings, budgets, Some(Arc::new(ledger)), true);
+    let budgets = setup::budgets(settings, &ledger_path, shared)?;
+    let resilience = setup::resilience(settings, budgets, Some(Arc::new(ledger)), true, shared);
     let mut workspace_roots = Vec::new();
     for root in &settings.server.workspace_roots {
         workspace_roots.push(std::fs::canonicalize(root).with_context(|| {
@@ -516,7 +555,17 @@ async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
             false
         }
     };
-    let (ok, checks) = readiness.check(store_ok);
+    let redis = match &readiness.redis {
+        None => None,
+        Some(shared) => Some(match shared.ping().await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::error!(error = %e, "Redis does not answer");
+                "unreachable"
+            }
+        }),
+    };
+    let (ok, checks) = readiness.check(store_ok, redis);
     let body = json!({ "ready": ok, "checks": checks });
     if ok {
         HttpResponse::Ok().json(body)

@@ -85,13 +85,26 @@ pub fn run(
     };
     let out_dir = args.out.unwrap_or_else(|| settings.run.out_dir.clone());
     let ledger = CostLedger::open(&out_dir.join(LEDGER_FILE))?;
-    let budgets = setup::budgets(&settings, &out_dir.join(LEDGER_FILE))?;
+    // Runs wait on providers, not on the CPU: one thread schedules steps with the least
+    // overhead (see the orchestrator benchmark); blocking file work goes to tokio's pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // With redis.url set, the CLI's calls count against the same shared caps as the API's (the
+    // connection belongs to the run's runtime).
+    let shared = {
+        let _entered = runtime.enter();
+        setup::shared_state(&settings)?
+    };
+    let budgets = setup::budgets(&settings, &out_dir.join(LEDGER_FILE), shared.as_ref())?;
     let workspace = Workspace::open(&args.workspace, settings.context.limits())?;
     let orchestrator = Orchestrator::new(providers, workspace).with_resilience(setup::resilience(
         &settings,
         budgets,
         Some(Arc::new(ledger)),
         !args.no_cache,
+        shared.as_ref(),
     ));
     let reviewer = ReviewOptions {
         provider: settings.review.provider.clone(),
@@ -132,12 +145,6 @@ pub fn run(
         Output::Lines
     };
 
-    // Runs wait on providers, not on the CPU: one thread schedules steps with the least
-    // overhead (see the orchestrator benchmark); blocking file work goes to tokio's pool.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async {
         let cancel = CancellationToken::new();
         // Installed before the run starts, so an early Ctrl-C already cancels cleanly.

@@ -86,6 +86,7 @@ fn the_configuration_reference_documents_every_key() {
         "alerts",
         "sandbox",
         "review",
+        "redis",
     ]
     .into_iter()
     .map(str::to_owned)

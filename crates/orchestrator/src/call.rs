@@ -77,6 +77,9 @@ pub struct CallFailure {
     /// Nothing was sent: the request is larger than the context window of every model that
     /// could take it.
     pub too_large: bool,
+    /// Nothing was sent: the shared budget store (Redis) did not answer, and budgets fail
+    /// closed.
+    pub store_unavailable: bool,
 }
 
 /// Sends `request` to `targets` in turn (each with retries, inside its breaker and the budget)
@@ -125,6 +128,7 @@ pub async fn complete(
             attempts: report.attempts,
             cost: report.cost,
             too_large: no.too_large,
+            store_unavailable: no.store_unavailable,
         }),
     }
 }
@@ -175,6 +179,7 @@ pub async fn stream(
     let mut failed: Vec<Attempt> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let mut over_budget = false;
+    let mut store_unavailable = false;
     let mut window_skips = 0usize;
     for target in targets {
         let provider = Arc::clone(&target.entry.provider);
@@ -202,10 +207,16 @@ pub async fn stream(
                 u64::from(request.max_output_tokens.unwrap_or(32_768)),
                 &price,
             );
-            match resilience.budgets.reserve(&scopes, worst) {
+            match resilience.budgets.acquire(&scopes, worst).await {
                 Ok(r) => Some(r),
-                Err(e) => {
+                Err(aetherflow_resilience::budget::BudgetError::Exceeded(e)) => {
                     over_budget = true;
+                    reasons.push(e.to_string());
+                    continue;
+                }
+                // Fail closed: without the shared store the call cannot be bounded.
+                Err(e @ aetherflow_resilience::budget::BudgetError::Unavailable(_)) => {
+                    store_unavailable = true;
                     reasons.push(e.to_string());
                     continue;
                 }
@@ -215,7 +226,8 @@ pub async fn stream(
         };
         let permit = match resilience
             .breakers
-            .acquire(&target.name, &target.entry.model)
+            .admit(&target.name, &target.entry.model)
+            .await
         {
             Ok(p) => p,
             Err(open) => {
@@ -320,6 +332,7 @@ pub async fn stream(
         },
         message: reasons.join("; then "),
         too_large: window_skips > 0 && failed.is_empty(),
+        store_unavailable: store_unavailable && !over_budget && failed.is_empty(),
         attempts: failed,
         cost: Money::ZERO,
     })

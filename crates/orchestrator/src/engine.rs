@@ -1226,6 +1226,7 @@ pub(crate) async fn generate(
     };
     let mut reasons: Vec<String> = Vec::new();
     let mut over_budget = false;
+    let mut store_unavailable = false;
     let mut window_skips = 0usize;
     let mut min_window: Option<u64> = None;
     for target in targets {
@@ -1257,6 +1258,7 @@ pub(crate) async fn generate(
                             kind: FailureKind::ProviderError,
                             reason: "the answer was cut at the output token limit; raise max_output_tokens or split the step".into(),
                             too_large: false,
+                            store_unavailable: false,
                         });
                     }
                     FinishReason::ContextLimit => Some((
@@ -1297,6 +1299,10 @@ pub(crate) async fn generate(
                 over_budget = true;
                 reasons.push(reason);
             }
+            TargetResult::StoreUnavailable(reason) => {
+                store_unavailable = true;
+                reasons.push(reason);
+            }
         }
     }
     if reasons.is_empty() {
@@ -1311,6 +1317,7 @@ pub(crate) async fn generate(
         kind,
         reason: reasons.join("; then "),
         too_large: window_skips > 0 && report.attempts.is_empty(),
+        store_unavailable: store_unavailable && !over_budget && report.attempts.is_empty(),
     })
 }
 
@@ -1324,6 +1331,8 @@ pub(crate) struct NoAnswer {
     /// Nothing was sent because the request is larger than the windows of the models that
     /// could take it.
     pub(crate) too_large: bool,
+    /// Nothing was sent because the shared budget store did not answer.
+    pub(crate) store_unavailable: bool,
 }
 
 /// Logs an anomaly, sends it as an event, and POSTs it to the webhook when one is set (in the
@@ -1360,6 +1369,8 @@ enum TargetResult {
     },
     /// The budget cannot cover this target's worst case (a cheaper target may fit).
     OverBudget(String),
+    /// The shared budget store did not answer: nothing was sent (budgets fail closed).
+    StoreUnavailable(String),
 }
 
 /// Calls one target, retrying per policy, inside the breaker and the budget; every call is
@@ -1416,9 +1427,15 @@ async fn call_with_retries(
         attempt_no += 1;
         let reservation = match (worst_case, shared.budgets.has_caps(shared.scopes)) {
             (_, false) => None,
-            (Some(amount), true) => match shared.budgets.reserve(shared.scopes, amount) {
+            (Some(amount), true) => match shared.budgets.acquire(shared.scopes, amount).await {
                 Ok(r) => Some(r),
-                Err(e) => return TargetResult::OverBudget(e.to_string()),
+                Err(aetherflow_resilience::budget::BudgetError::Exceeded(e)) => {
+                    return TargetResult::OverBudget(e.to_string());
+                }
+                // Fail closed: without the shared store the call cannot be bounded.
+                Err(e @ aetherflow_resilience::budget::BudgetError::Unavailable(_)) => {
+                    return TargetResult::StoreUnavailable(e.to_string());
+                }
             },
             (None, true) => {
                 return TargetResult::Fallback {
@@ -1430,7 +1447,11 @@ async fn call_with_retries(
                 };
             }
         };
-        let permit = match shared.breakers.acquire(&target.name, &target.entry.model) {
+        let permit = match shared
+            .breakers
+            .admit(&target.name, &target.entry.model)
+            .await
+        {
             Ok(p) => p,
             Err(open) => {
                 return TargetResult::Fallback {
@@ -1489,7 +1510,7 @@ async fn call_with_retries(
                 attempt.usage = response.usage;
                 attempt.cost = response.usage.cost(&price);
                 if let Some(r) = reservation {
-                    for alert in r.commit(attempt.cost) {
+                    for alert in r.settle(attempt.cost).await {
                         tracing::warn!(scope = %alert.scope, threshold = alert.threshold, spent = %alert.spent, cap = %alert.cap, "budget threshold crossed");
                         shared.events.emit(RunEvent::BudgetAlert {
                             scope: alert.scope.to_string(),

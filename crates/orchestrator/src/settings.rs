@@ -49,6 +49,8 @@ pub struct Settings {
     pub review: ReviewSettings,
     /// Price overrides and additions, keyed `"provider/model"`.
     pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
+    /// Shared state for several processes (budgets, rate limits, breakers); off without a URL.
+    pub redis: aetherflow_redis::RedisSettings,
 }
 
 /// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.

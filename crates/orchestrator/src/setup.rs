@@ -488,11 +488,26 @@ pub enum BudgetSetupError {
     Ledger(#[from] aetherflow_resilience::ledger::LedgerError),
 }
 
+/// The Redis of a multi-process deployment, when `redis.url` is set: connected lazily (the
+/// process starts while Redis is down, and `/ready` says so), reconnected on its own.
+pub fn shared_state(
+    settings: &crate::settings::Settings,
+) -> Result<Option<aetherflow_redis::Shared>, aetherflow_redis::RedisError> {
+    match &settings.redis.url {
+        Some(_) => aetherflow_redis::Shared::connect(&settings.redis).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Budgets with the day and month caps of `settings`, seeded with today's and this month's
 /// spend from the cost ledger at `ledger`, so the caps hold across processes and restarts.
+///
+/// With `shared` (Redis), spend lives there and every process using it shares the caps; this
+/// process's ledger then only seeds a scope Redis has never seen.
 pub fn budgets(
     settings: &crate::settings::Settings,
     ledger: &std::path::Path,
+    shared: Option<&aetherflow_redis::Shared>,
 ) -> Result<aetherflow_resilience::budget::Budgets, BudgetSetupError> {
     use aetherflow_domain::Money;
     use aetherflow_resilience::budget::{Budgets, Scope};
@@ -507,10 +522,17 @@ pub fn budgets(
     };
     let day = parse("day_usd", settings.budget.day_usd.as_ref())?;
     let month = parse("month_usd", settings.budget.month_usd.as_ref())?;
-    let budgets = Budgets::new();
+    let budgets = match shared {
+        Some(shared) => Budgets::shared(Arc::new(aetherflow_redis::budget::RedisSpend::new(
+            shared.clone(),
+        ))),
+        None => Budgets::new(),
+    };
     if day.is_none() && month.is_none() {
         return Ok(budgets);
     }
+    // Every day and month after today is capped too (a server runs for longer than a day).
+    budgets.set_period_caps(day, month);
     let now = chrono::Utc::now();
     let today = now.format("%Y-%m-%d").to_string();
     let this_month = now.format("%Y-%m").to_string();
@@ -538,17 +560,24 @@ pub fn budgets(
 /// Retries, breakers, fallbacks, per-provider limits, usage alerts and the response cache from
 /// `settings`, around `budgets` and an optional cost ledger: what every run of an orchestrator
 /// shares, the same for the CLI and the API server.
+///
+/// With `shared` (Redis), breaker state is shared with every process using it.
 pub fn resilience(
     settings: &crate::settings::Settings,
     budgets: aetherflow_resilience::budget::Budgets,
     ledger: Option<Arc<aetherflow_resilience::ledger::CostLedger>>,
     cache: bool,
+    shared: Option<&aetherflow_redis::Shared>,
 ) -> crate::Resilience {
+    let mut breakers = aetherflow_resilience::breaker::Breakers::new(settings.breaker);
+    if let Some(shared) = shared {
+        breakers = breakers.with_store(Arc::new(aetherflow_redis::breaker::RedisBreakers::new(
+            shared.clone(),
+        )));
+    }
     crate::Resilience {
         retry: settings.retry,
-        breakers: Arc::new(aetherflow_resilience::breaker::Breakers::new(
-            settings.breaker,
-        )),
+        breakers: Arc::new(breakers),
         budgets,
         fallback: settings.fallback.clone(),
         ledger,

@@ -3,7 +3,8 @@
 //! a cooldown with a limited number of probes, closed again when a probe succeeds.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aetherflow_provider::ProviderError;
@@ -121,13 +122,65 @@ pub struct CircuitOpen {
 pub struct Permit {
     key: (String, String),
     probe: bool,
+    /// Given by the shared store, so its outcome goes there.
+    shared: bool,
 }
 
-/// Every breaker of the process.
+/// What a shared breaker store says about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The breaker is closed: call.
+    Call,
+    /// The breaker is half-open and this call is one of its probes.
+    Probe,
+    /// The breaker is open (or half-open with every probe slot taken) for this long still.
+    Open(Duration),
+}
+
+/// How a call ended, as a shared breaker store counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider answered.
+    Success,
+    /// A provider-side failure ([`counts_as_provider_failure`]).
+    Failure,
+    /// Neither (our own mistake, a key problem, a policy block).
+    Neutral,
+}
+
+/// Breaker state shared by several processes (Redis in `aetherflow-redis`), so a provider that
+/// fails for one replica is skipped by all, and half-open probes are limited across all of them.
+/// Errors are descriptions of why the store could not be used; the caller then decides with its
+/// own in-process breaker.
+#[async_trait::async_trait]
+pub trait BreakerStore: std::fmt::Debug + Send + Sync {
+    /// Asks to call `provider`/`model` now.
+    async fn admit(
+        &self,
+        provider: &str,
+        model: &str,
+        policy: &BreakerPolicy,
+    ) -> Result<Admission, String>;
+
+    /// Reports how an admitted call ended.
+    async fn record(
+        &self,
+        provider: &str,
+        model: &str,
+        probe: bool,
+        outcome: Outcome,
+        policy: &BreakerPolicy,
+    ) -> Result<(), String>;
+}
+
+/// Every breaker of the process, kept here or, with a [`BreakerStore`], shared.
 #[derive(Debug, Default)]
 pub struct Breakers {
     policy: BreakerPolicy,
     breakers: Mutex<HashMap<(String, String), Breaker>>,
+    store: Option<Arc<dyn BreakerStore>>,
+    /// Decisions taken locally because the shared store failed.
+    local_fallbacks: AtomicU64,
 }
 
 /// One breaker's state and counts, for display.
@@ -151,6 +204,46 @@ impl Breakers {
         Breakers {
             policy,
             breakers: Mutex::new(HashMap::new()),
+            store: None,
+            local_fallbacks: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps breaker state in `store`, shared with every process that uses it.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn BreakerStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How many decisions were taken by this process's own breakers because the shared store
+    /// failed (a metric).
+    pub fn local_fallbacks(&self) -> u64 {
+        self.local_fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Asks to call `provider`/`model` now: through the shared store when there is one (falling
+    /// back to this process's breaker, with a warning, when the store fails), else locally.
+    pub async fn admit(&self, provider: &str, model: &str) -> Result<Permit, CircuitOpen> {
+        let Some(store) = &self.store else {
+            return self.acquire(provider, model);
+        };
+        match store.admit(provider, model, &self.policy).await {
+            Ok(Admission::Open(retry_in)) => Err(CircuitOpen {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                retry_in,
+            }),
+            Ok(admission) => Ok(Permit {
+                key: (provider.to_owned(), model.to_owned()),
+                probe: admission == Admission::Probe,
+                shared: true,
+            }),
+            Err(e) => {
+                self.local_fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(provider, model, error = %e, "shared breaker state unavailable; this process's own breaker decides");
+                self.acquire(provider, model)
+            }
         }
     }
 
@@ -190,14 +283,45 @@ impl Breakers {
                 });
             }
             b.probes_in_flight += 1;
-            return Ok(Permit { key, probe: true });
+            return Ok(Permit {
+                key,
+                probe: true,
+                shared: false,
+            });
         }
-        Ok(Permit { key, probe: false })
+        Ok(Permit {
+            key,
+            probe: false,
+            shared: false,
+        })
     }
 
     /// Reports how a permitted call ended. Errors that are not the provider's fault count as
     /// neither success nor failure.
     pub fn record(&self, permit: Permit, outcome: Result<(), &ProviderError>) {
+        if permit.shared
+            && let Some(store) = &self.store
+        {
+            let outcome = match outcome {
+                Ok(()) => Outcome::Success,
+                Err(e) if counts_as_provider_failure(e) => Outcome::Failure,
+                Err(_) => Outcome::Neutral,
+            };
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let store = Arc::clone(store);
+                let policy = self.policy;
+                rt.spawn(async move {
+                    let (provider, model) = permit.key;
+                    if let Err(e) = store
+                        .record(&provider, &model, permit.probe, outcome, &policy)
+                        .await
+                    {
+                        tracing::warn!(%provider, %model, error = %e, "call outcome not recorded in the shared breaker state");
+                    }
+                });
+            }
+            return;
+        }
         let now = Instant::now();
         let policy = self.policy;
         let mut all = self.lock();

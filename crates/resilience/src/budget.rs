@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aetherflow_domain::{Money, Price, Usage};
 
@@ -48,6 +49,76 @@ pub struct BudgetExceeded {
     pub requested: Money,
 }
 
+/// The shared spend store could not be reached or failed. Budgets fail closed: the call is
+/// refused, never sent unbudgeted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the shared budget store is unavailable ({0}); the call was refused so that nothing is sent unbudgeted. Check that the Redis server at redis.url is up: calls go through again as soon as it answers"
+)]
+pub struct StoreUnavailable(pub String);
+
+/// Why a reservation was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// The call could pass a cap.
+    #[error(transparent)]
+    Exceeded(#[from] BudgetExceeded),
+    /// The shared store did not answer (fail closed).
+    #[error(transparent)]
+    Unavailable(#[from] StoreUnavailable),
+}
+
+/// One scope of a reservation, as a shared store sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeCap {
+    /// The scope.
+    pub scope: Scope,
+    /// Its cap in this process's configuration (`None`: spend is counted, nothing is refused).
+    pub cap: Option<Money>,
+    /// The spend this process was seeded with (from its own records); the store takes it only
+    /// when it has no spend for the scope yet.
+    pub floor: Money,
+}
+
+/// Where spend lives when several processes share caps (Redis in `aetherflow-redis`).
+///
+/// Caps stay in each process's configuration; committed and reserved amounts live in the store.
+/// Every check-and-reserve is one atomic operation there, so processes together never pass a
+/// cap. A reservation is a lease: its holder renews it while the call lasts, and a lease whose
+/// process died expires and is released, so a crash never holds budget for ever.
+#[async_trait::async_trait]
+pub trait SpendStore: fmt::Debug + Send + Sync {
+    /// Reserves `amount` under `lease` in every scope at once if each stays within its cap,
+    /// or in none.
+    async fn reserve(
+        &self,
+        lease: &str,
+        scopes: &[ScopeCap],
+        amount: Money,
+    ) -> Result<Result<(), BudgetExceeded>, StoreUnavailable>;
+
+    /// Extends `lease`; false when it had already expired (and its reservation was released).
+    async fn renew(&self, lease: &str) -> Result<bool, StoreUnavailable>;
+
+    /// How often a held lease must be renewed.
+    fn renew_every(&self) -> Duration;
+
+    /// Ends `lease`: releases its reservation in `scopes` and adds `actual` to their committed
+    /// spend. Returns each scope's committed spend before and after, in order.
+    async fn settle(
+        &self,
+        lease: &str,
+        scopes: &[Scope],
+        actual: Money,
+    ) -> Result<Vec<(Money, Money)>, StoreUnavailable>;
+
+    /// Committed and reserved spend in `scope`.
+    async fn spend(&self, scope: &Scope) -> Result<(Money, Money), StoreUnavailable>;
+
+    /// Drops the spend of `scope` (a finished run's).
+    async fn forget(&self, scope: &Scope) -> Result<(), StoreUnavailable>;
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Account {
     cap: Option<Money>,
@@ -59,6 +130,10 @@ struct Account {
 struct Ledger {
     accounts: HashMap<Scope, Account>,
     thresholds: Vec<u8>,
+    /// Caps of every day and every month without one of their own, so a long-lived process
+    /// caps tomorrow as it capped today.
+    day_cap: Option<Money>,
+    month_cap: Option<Money>,
 }
 
 impl Default for Ledger {
@@ -66,14 +141,36 @@ impl Default for Ledger {
         Ledger {
             accounts: HashMap::new(),
             thresholds: vec![50, 80, 100],
+            day_cap: None,
+            month_cap: None,
         }
     }
 }
 
+impl Ledger {
+    /// `scope`'s account, with the period cap filled in when it has none of its own.
+    fn account(&self, scope: &Scope) -> Account {
+        let mut a = self.accounts.get(scope).copied().unwrap_or_default();
+        if a.cap.is_none() {
+            a.cap = match scope {
+                Scope::Day(_) => self.day_cap,
+                Scope::Month(_) => self.month_cap,
+                _ => None,
+            };
+        }
+        a
+    }
+}
+
 /// Caps and spend for every scope; cheap to clone and share between runs.
+///
+/// By default spend is kept in this process. With a [`SpendStore`] ([`Budgets::shared`]), spend
+/// lives in the store and [`Budgets::acquire`] reserves there, so every process using the same
+/// store shares the caps.
 #[derive(Debug, Clone, Default)]
 pub struct Budgets {
     ledger: Arc<Mutex<Ledger>>,
+    store: Option<Arc<dyn SpendStore>>,
 }
 
 /// Spend in a capped scope crossed a soft threshold (a percentage of the cap).
@@ -101,9 +198,22 @@ pub struct Spend {
 }
 
 impl Budgets {
-    /// No caps yet.
+    /// No caps yet; spend kept in this process.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No caps yet; spend kept in `store`, shared with every process that uses it.
+    pub fn shared(store: Arc<dyn SpendStore>) -> Self {
+        Budgets {
+            ledger: Arc::default(),
+            store: Some(store),
+        }
+    }
+
+    /// True when spend lives in a shared store.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -119,6 +229,14 @@ impl Budgets {
         self.lock().thresholds = thresholds;
     }
 
+    /// Caps every UTC day and every UTC month (today's and this month's, and every one after),
+    /// unless a scope has a cap of its own.
+    pub fn set_period_caps(&self, day: Option<Money>, month: Option<Money>) {
+        let mut ledger = self.lock();
+        ledger.day_cap = day;
+        ledger.month_cap = month;
+    }
+
     /// Sets (or with `None` removes) the cap of `scope`.
     pub fn set_cap(&self, scope: Scope, cap: Option<Money>) {
         self.lock().accounts.entry(scope).or_default().cap = cap;
@@ -127,9 +245,7 @@ impl Budgets {
     /// True when any of `scopes` has a cap (otherwise reserving is pointless).
     pub fn has_caps(&self, scopes: &[Scope]) -> bool {
         let ledger = self.lock();
-        scopes
-            .iter()
-            .any(|s| ledger.accounts.get(s).is_some_and(|a| a.cap.is_some()))
+        scopes.iter().any(|s| ledger.account(s).cap.is_some())
     }
 
     /// Records spend that happened before this process started (read from the cost ledger), so
@@ -140,7 +256,7 @@ impl Budgets {
 
     /// Spend in `scope`.
     pub fn spend(&self, scope: &Scope) -> Spend {
-        let a = self.lock().accounts.get(scope).copied().unwrap_or_default();
+        let a = self.lock().account(scope);
         Spend {
             cap: a.cap,
             committed: a.committed,
@@ -152,15 +268,101 @@ impl Budgets {
     /// keep one per run forever. Reservations still held on it settle into a fresh account.
     pub fn forget(&self, scope: &Scope) {
         self.lock().accounts.remove(scope);
+        if let Some(store) = &self.store
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let store = Arc::clone(store);
+            let scope = scope.clone();
+            rt.spawn(async move {
+                if let Err(e) = store.forget(&scope).await {
+                    tracing::warn!(%scope, error = %e, "finished scope not dropped from the shared budget store; it expires on its own");
+                }
+            });
+        }
     }
 
-    /// Reserves `amount` in every scope of `scopes` at once, or in none: the check and the
-    /// reservation happen under one lock, so concurrent calls cannot both pass a check that
-    /// only one of them fits.
+    /// Spend in `scope` as the callers see it: from the shared store when there is one.
+    pub async fn current(&self, scope: &Scope) -> Result<Spend, StoreUnavailable> {
+        let local = self.spend(scope);
+        match &self.store {
+            None => Ok(local),
+            Some(store) => {
+                let (committed, reserved) = store.spend(scope).await?;
+                Ok(Spend {
+                    cap: local.cap,
+                    committed,
+                    reserved,
+                })
+            }
+        }
+    }
+
+    /// Reserves `amount` in every scope of `scopes` at once, or in none: in the shared store
+    /// when there is one (atomically there, across processes), otherwise in this process.
+    pub async fn acquire(
+        &self,
+        scopes: &[Scope],
+        amount: Money,
+    ) -> Result<Reservation, BudgetError> {
+        let Some(store) = &self.store else {
+            return Ok(self.reserve(scopes, amount)?);
+        };
+        let caps: Vec<ScopeCap> = {
+            let ledger = self.lock();
+            scopes
+                .iter()
+                .map(|s| {
+                    let a = ledger.account(s);
+                    ScopeCap {
+                        scope: s.clone(),
+                        cap: a.cap,
+                        floor: a.committed,
+                    }
+                })
+                .collect()
+        };
+        let id = format!("{:032x}", fastrand::u128(..));
+        store.reserve(&id, &caps, amount).await??;
+        let renewer = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let store = Arc::clone(store);
+            let id = id.clone();
+            rt.spawn(async move {
+                let every = store.renew_every();
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.renew(&id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(lease = %id, "a budget lease expired while its call was in flight: the shared store could not be reached for longer than the lease, so its reservation was released early");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(lease = %id, error = %e, "budget lease not renewed; retrying"),
+                    }
+                }
+            })
+            .abort_handle()
+        });
+        Ok(Reservation {
+            budgets: self.clone(),
+            scopes: scopes.to_vec(),
+            amount,
+            settled: false,
+            lease: Some(Lease {
+                id,
+                store: Arc::clone(store),
+                renewer,
+            }),
+        })
+    }
+
+    /// Reserves `amount` in every scope of `scopes` at once, or in none, in this process's own
+    /// accounts: the check and the reservation happen under one lock, so concurrent calls cannot
+    /// both pass a check that only one of them fits. Callers that may run with a shared store
+    /// use [`Budgets::acquire`].
     pub fn reserve(&self, scopes: &[Scope], amount: Money) -> Result<Reservation, BudgetExceeded> {
         let mut ledger = self.lock();
         for scope in scopes {
-            let a = ledger.accounts.get(scope).copied().unwrap_or_default();
+            let a = ledger.account(scope);
             if let Some(cap) = a.cap {
                 let used = a.committed.saturating_add(a.reserved);
                 let available = cap.saturating_sub(used);
@@ -183,40 +385,95 @@ impl Budgets {
             scopes: scopes.to_vec(),
             amount,
             settled: false,
+            lease: None,
         })
     }
 
-    fn settle(&self, scopes: &[Scope], reserved: Money, actual: Money) -> Vec<BudgetAlert> {
-        let mut guard = self.lock();
-        let ledger = &mut *guard;
+    fn alerts(&self, scope: &Scope, before: Money, after: Money) -> Vec<BudgetAlert> {
+        let ledger = self.lock();
+        let cap = ledger.account(scope).cap;
         let mut alerts = Vec::new();
-        for scope in scopes {
-            let a = ledger.accounts.entry(scope.clone()).or_default();
-            a.reserved = a.reserved.saturating_sub(reserved);
-            let before = a.committed;
-            a.committed = a.committed.saturating_add(actual);
-            if let Some(cap) = a.cap.filter(|c| *c > Money::ZERO) {
-                let pct = |m: Money| u128::from(m.as_micros()) * 100 / u128::from(cap.as_micros());
-                for &t in &ledger.thresholds {
-                    if pct(before) < u128::from(t) && pct(a.committed) >= u128::from(t) {
-                        alerts.push(BudgetAlert {
-                            scope: scope.clone(),
-                            threshold: t,
-                            spent: a.committed,
-                            cap,
-                        });
-                    }
+        if let Some(cap) = cap.filter(|c| *c > Money::ZERO) {
+            let pct = |m: Money| u128::from(m.as_micros()) * 100 / u128::from(cap.as_micros());
+            for &t in &ledger.thresholds {
+                if pct(before) < u128::from(t) && pct(after) >= u128::from(t) {
+                    alerts.push(BudgetAlert {
+                        scope: scope.clone(),
+                        threshold: t,
+                        spent: after,
+                        cap,
+                    });
                 }
             }
-            if let Some(cap) = a.cap
-                && a.committed > cap
-            {
-                // Only possible if a provider billed more than the worst case it was allowed.
-                tracing::error!(%scope, committed = %a.committed, %cap, "spend passed the cap: the provider billed more than the reserved worst case");
-            }
+        }
+        if let Some(cap) = cap
+            && after > cap
+        {
+            // Only possible if a provider billed more than the worst case it was allowed.
+            tracing::error!(%scope, committed = %after, %cap, "spend passed the cap: the provider billed more than the reserved worst case");
         }
         alerts
     }
+
+    fn settle(&self, scopes: &[Scope], reserved: Money, actual: Money) -> Vec<BudgetAlert> {
+        let moved: Vec<(Money, Money)> = {
+            let mut ledger = self.lock();
+            scopes
+                .iter()
+                .map(|scope| {
+                    let a = ledger.accounts.entry(scope.clone()).or_default();
+                    a.reserved = a.reserved.saturating_sub(reserved);
+                    let before = a.committed;
+                    a.committed = a.committed.saturating_add(actual);
+                    (before, a.committed)
+                })
+                .collect()
+        };
+        scopes
+            .iter()
+            .zip(moved)
+            .flat_map(|(scope, (before, after))| self.alerts(scope, before, after))
+            .collect()
+    }
+}
+
+/// A reservation held in a shared store.
+#[derive(Debug)]
+struct Lease {
+    id: String,
+    store: Arc<dyn SpendStore>,
+    renewer: Option<tokio::task::AbortHandle>,
+}
+
+/// Settles `lease` in its store, retrying briefly: a lost settle would leave the real cost
+/// uncounted once the lease expires.
+async fn settle_shared(
+    budgets: &Budgets,
+    lease: &Lease,
+    scopes: &[Scope],
+    actual: Money,
+) -> Vec<BudgetAlert> {
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1..=4 {
+        match lease.store.settle(&lease.id, scopes, actual).await {
+            Ok(moved) => {
+                return scopes
+                    .iter()
+                    .zip(moved)
+                    .flat_map(|(scope, (before, after))| budgets.alerts(scope, before, after))
+                    .collect();
+            }
+            Err(e) if attempt < 4 => {
+                tracing::warn!(lease = %lease.id, error = %e, "budget not settled in the shared store; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+            Err(e) => {
+                tracing::error!(lease = %lease.id, cost = %actual, error = %e, "a call's cost was not recorded in the shared budget store; its lease expires and releases the reservation, so this cost is not counted against the caps");
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// Money set aside for one call; commit the real cost, or drop it to release everything.
@@ -227,6 +484,7 @@ pub struct Reservation {
     scopes: Vec<Scope>,
     amount: Money,
     settled: bool,
+    lease: Option<Lease>,
 }
 
 impl Reservation {
@@ -236,17 +494,67 @@ impl Reservation {
     }
 
     /// Records the real cost and frees the rest of the reservation; returns the soft thresholds
-    /// this spend crossed.
+    /// this spend crossed. With a shared store the record is made in the background (alerts are
+    /// then logged, not returned); callers that can wait use [`Reservation::settle`].
     pub fn commit(mut self, actual: Money) -> Vec<BudgetAlert> {
         self.settled = true;
-        self.budgets.settle(&self.scopes, self.amount, actual)
+        match self.lease.take() {
+            None => self.budgets.settle(&self.scopes, self.amount, actual),
+            Some(lease) => {
+                settle_in_background(self.budgets.clone(), lease, self.scopes.clone(), actual);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records the real cost and frees the rest of the reservation, waiting for the shared store
+    /// when there is one; returns the soft thresholds this spend crossed.
+    pub async fn settle(mut self, actual: Money) -> Vec<BudgetAlert> {
+        self.settled = true;
+        match self.lease.take() {
+            None => self.budgets.settle(&self.scopes, self.amount, actual),
+            Some(lease) => {
+                if let Some(r) = &lease.renewer {
+                    r.abort();
+                }
+                settle_shared(&self.budgets, &lease, &self.scopes, actual).await
+            }
+        }
+    }
+}
+
+fn settle_in_background(budgets: Budgets, lease: Lease, scopes: Vec<Scope>, actual: Money) {
+    if let Some(r) = &lease.renewer {
+        r.abort();
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                for alert in settle_shared(&budgets, &lease, &scopes, actual).await {
+                    tracing::warn!(scope = %alert.scope, threshold = alert.threshold, spent = %alert.spent, cap = %alert.cap, "budget threshold crossed");
+                }
+            });
+        }
+        Err(_) => {
+            tracing::error!(lease = %lease.id, cost = %actual, "no async runtime to settle a shared budget lease; it expires and releases the reservation");
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
-            let _ = self.budgets.settle(&self.scopes, self.amount, Money::ZERO);
+            match self.lease.take() {
+                None => {
+                    let _ = self.budgets.settle(&self.scopes, self.amount, Money::ZERO);
+                }
+                Some(lease) => settle_in_background(
+                    self.budgets.clone(),
+                    lease,
+                    std::mem::take(&mut self.scopes),
+                    Money::ZERO,
+                ),
+            }
         }
     }
 }
@@ -351,6 +659,22 @@ mod tests {
             Money::ZERO,
             "the run scope was not touched"
         );
+    }
+
+    #[test]
+    fn period_caps_hold_for_days_and_months_not_yet_seen() {
+        let b = Budgets::new();
+        b.set_period_caps(Some(Money::from_micros(100)), None);
+        let tomorrow = Scope::Day("2026-12-01".into());
+        assert!(b.has_caps(std::slice::from_ref(&tomorrow)));
+        assert!(!b.has_caps(&[Scope::Month("2026-12".into())]));
+        let err = b
+            .reserve(std::slice::from_ref(&tomorrow), Money::from_micros(101))
+            .expect_err("tomorrow is capped too");
+        assert_eq!(err.cap, Money::from_micros(100));
+        // A scope's own cap wins over the period's.
+        b.set_cap(tomorrow.clone(), Some(Money::from_micros(500)));
+        assert!(b.reserve(&[tomorrow], Money::from_micros(101)).is_ok());
     }
 
     #[test]

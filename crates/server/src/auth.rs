@@ -66,13 +66,13 @@ impl FromRequest for Caller {
             match (found, limits) {
                 (Some((key_id, scopes)), limits) => {
                     if let Some(limits) = limits {
-                        limits.check_key(&request, &key_id)?;
+                        limits.check_key(&request, &key_id).await?;
                     }
                     Ok(Caller { key_id, scopes })
                 }
                 // A missing or bad key counts against the client's IP: guessing is throttled.
                 (None, Some(limits)) if had_key => {
-                    limits.check_ip(&request)?;
+                    limits.check_ip(&request).await?;
                     Err(ApiError::unauthorized())
                 }
                 (None, _) => Err(ApiError::unauthorized()),

@@ -3,11 +3,18 @@
 //! keys is throttled too. Built on `governor` (the GCRA and keyed state); actix-governor is not
 //! used because it is GPL-3.0-or-later (ADR 0009). A refusal is 429 with `Retry-After`;
 //! every limited response carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+//!
+//! With `redis.url` set the buckets live in Redis (the same GCRA, evaluated atomically there),
+//! so N replicas together grant what one would; when Redis fails the process's own buckets
+//! decide, with a warning and a metric.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use aetherflow_redis::ratelimit::{RedisRateLimiter, Verdict};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -34,6 +41,8 @@ pub struct RateLimits {
     ips: Arc<Keyed<IpAddr>>,
     per_key: u32,
     per_ip: u32,
+    shared: Option<RedisRateLimiter>,
+    local_fallbacks: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -41,6 +50,7 @@ impl std::fmt::Debug for RateLimits {
         f.debug_struct("RateLimits")
             .field("per_key", &self.per_key)
             .field("per_ip", &self.per_ip)
+            .field("shared", &self.shared.is_some())
             .finish()
     }
 }
@@ -65,20 +75,57 @@ impl RateLimits {
             ips: Arc::new(RateLimiter::keyed(quota(per_ip)).with_middleware()),
             per_key: per_key.get(),
             per_ip: per_ip.get(),
+            shared: None,
+            local_fallbacks: Arc::default(),
+        }
+    }
+
+    /// Keeps the buckets in Redis, shared with every replica.
+    #[must_use]
+    pub fn with_shared(mut self, limiter: RedisRateLimiter) -> Self {
+        self.shared = Some(limiter);
+        self
+    }
+
+    /// How many requests were limited by this process's own buckets because Redis failed.
+    pub fn local_fallbacks(&self) -> u64 {
+        self.local_fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Asks the shared buckets; `None` when there are none or Redis failed (then the caller
+    /// uses the local ones).
+    async fn shared_verdict(&self, bucket: String, limit: u32) -> Option<Verdict> {
+        let limiter = self.shared.as_ref()?;
+        match limiter.check(&bucket, limit).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.local_fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "shared rate limits unavailable; this process's own buckets decide");
+                None
+            }
         }
     }
 
     /// Counts a request by an authenticated key; 429 when it is over its rate.
-    pub fn check_key(&self, request: &HttpRequest, key_id: &str) -> Result<(), ApiError> {
+    pub async fn check_key(&self, request: &HttpRequest, key_id: &str) -> Result<(), ApiError> {
+        if let Some(v) = self
+            .shared_verdict(format!("key:{key_id}"), self.per_key)
+            .await
+        {
+            return verdict(request, self.per_key, v);
+        }
         let outcome = self.keys.check_key(&key_id.to_owned());
         record(request, self.per_key, outcome)
     }
 
     /// Counts a request without a (valid) key against its client IP; 429 when over.
-    pub fn check_ip(&self, request: &HttpRequest) -> Result<(), ApiError> {
+    pub async fn check_ip(&self, request: &HttpRequest) -> Result<(), ApiError> {
         let Some(ip) = request.peer_addr().map(|a| a.ip()) else {
             return Ok(());
         };
+        if let Some(v) = self.shared_verdict(format!("ip:{ip}"), self.per_ip).await {
+            return verdict(request, self.per_ip, v);
+        }
         let outcome = self.ips.check_key(&ip);
         record(request, self.per_ip, outcome)
     }
@@ -90,6 +137,32 @@ impl RateLimits {
         self.keys.shrink_to_fit();
         self.ips.shrink_to_fit();
     }
+}
+
+fn verdict(request: &HttpRequest, limit: u32, v: Verdict) -> Result<(), ApiError> {
+    match v {
+        Verdict::Allowed { remaining } => {
+            request
+                .extensions_mut()
+                .insert(RateInfo { limit, remaining });
+            Ok(())
+        }
+        Verdict::Refused { retry_after } => refused(request, limit, retry_after),
+    }
+}
+
+fn refused(request: &HttpRequest, limit: u32, wait: Duration) -> Result<(), ApiError> {
+    request.extensions_mut().insert(RateInfo {
+        limit,
+        remaining: 0,
+    });
+    let secs = wait.max(Duration::from_secs(1)).as_secs_f64().ceil() as u64;
+    Err(ApiError {
+        status: 429,
+        code: "rate_limited",
+        message: format!("over {limit} requests a minute; retry in {secs} s"),
+        retry_after: Some(secs),
+    })
 }
 
 fn record(
@@ -108,20 +181,11 @@ fn record(
             });
             Ok(())
         }
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            request.extensions_mut().insert(RateInfo {
-                limit,
-                remaining: 0,
-            });
-            let secs = wait.max(Duration::from_secs(1)).as_secs_f64().ceil() as u64;
-            Err(ApiError {
-                status: 429,
-                code: "rate_limited",
-                message: format!("over {limit} requests a minute; retry in {secs} s"),
-                retry_after: Some(secs),
-            })
-        }
+        Err(not_until) => refused(
+            request,
+            limit,
+            not_until.wait_time_from(DefaultClock::default().now()),
+        ),
     }
 }
 
@@ -137,7 +201,7 @@ pub async fn middleware(
         .contains_key(actix_web::http::header::AUTHORIZATION)
         && let Some(limits) = request.app_data::<actix_web::web::Data<RateLimits>>()
     {
-        limits.check_ip(request.request())?;
+        limits.check_ip(request.request()).await?;
     }
     let mut response = next.call(request).await?;
     let info = response.request().extensions().get::<RateInfo>().copied();

@@ -8,8 +8,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// Reads a counter kept elsewhere (shared-state fallbacks), at scrape time.
+type Source = (&'static str, Box<dyn Fn() -> u64 + Send + Sync>);
 
 /// The server's metrics.
 #[derive(Clone)]
@@ -22,6 +26,8 @@ pub struct Metrics {
     attempts: IntCounterVec,
     tokens: IntCounterVec,
     cost: IntCounterVec,
+    local_decisions: IntGaugeVec,
+    sources: std::sync::Arc<std::sync::Mutex<Vec<Source>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +83,14 @@ impl Metrics {
             ),
             &["provider", "model"],
         )?;
+        let local_decisions = IntGaugeVec::new(
+            Opts::new(
+                "shared_state_local_decisions_total",
+                "Decisions this process took alone because the shared state (Redis) failed, by component",
+            ),
+            &["component"],
+        )?;
+        registry.register(Box::new(local_decisions.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
@@ -93,11 +107,35 @@ impl Metrics {
             attempts,
             tokens,
             cost,
+            local_decisions,
+            sources: std::sync::Arc::default(),
         })
+    }
+
+    /// Exposes `read()` as `shared_state_local_decisions_total{component}` (read when scraped).
+    pub fn watch_local_decisions(
+        &self,
+        component: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((component, Box::new(read)));
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        for (component, read) in self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            self.local_decisions
+                .with_label_values(&[component])
+                .set(i64::try_from(read()).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "metrics not encoded");

@@ -45,6 +45,17 @@ impl GatewayError {
 
     /// What a failed call becomes: its kind and the last provider error decide the status.
     pub(crate) fn from_failure(failure: &CallFailure) -> Self {
+        if failure.store_unavailable {
+            return GatewayError {
+                retry_after: Some(5),
+                ..Self::new(
+                    503,
+                    "server_error",
+                    "budget_store_unavailable",
+                    format!("nothing was sent: {failure}"),
+                )
+            };
+        }
         if failure.kind == FailureKind::BudgetExceeded {
             return Self::new(
                 402,
@@ -169,6 +180,7 @@ mod tests {
                 .unwrap_or_default(),
             cost: Money::ZERO,
             too_large: false,
+            store_unavailable: false,
         };
         let status = |f: CallFailure| GatewayError::from_failure(&f).status;
         let too_large = CallFailure {
