@@ -1713,3 +1713,79 @@ async fn sigterm_drains_then_cancels_running_work_within_the_grace_period() {
     .await;
     assert_eq!(run["status"], "cancelled", "{run}");
 }
+
+#[tokio::test]
+async fn a_run_is_traced_as_a_child_of_its_request_with_steps_and_attempts() {
+    let collector = support::otlp_collector().await;
+    let endpoint = collector.uri();
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = create_key(dir.path(), "runs:write,runs:read");
+    let server = run_server(
+        dir.path(),
+        &[
+            ("AETHERFLOW_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("AETHERFLOW_TELEMETRY__PROTOCOL", "http/json"),
+            ("AETHERFLOW_TELEMETRY__EXPORT_INTERVAL_MS", "100"),
+        ],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/runs?wait=60", server.base))
+        .bearer_auth(&writer)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"plan": example_plan_json()}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let run: serde_json::Value = r.json().await.expect("json");
+    let steps = example_plan_json()["steps"].as_array().map_or(0, Vec::len);
+    let mut tree = None;
+    for _ in 0..100 {
+        let (spans, _) = support::received_spans(&collector).await;
+        let ours: Vec<support::ReceivedSpan> =
+            spans.into_iter().filter(|s| s.0 == trace_id).collect();
+        let http = ours.iter().find(|s| s.3 == "POST /v1/runs").cloned();
+        let job = ours.iter().find(|s| s.3 == "run job").cloned();
+        let run_span = ours.iter().find(|s| s.3 == "run").cloned();
+        let step_spans: Vec<_> = ours
+            .iter()
+            .filter(|s| s.3.starts_with("step "))
+            .cloned()
+            .collect();
+        let attempts: Vec<_> = ours
+            .iter()
+            .filter(|s| s.3.starts_with("chat "))
+            .cloned()
+            .collect();
+        if let (Some(http), Some(job), Some(run_span)) = (http, job, run_span)
+            && step_spans.len() == steps
+            && attempts.len() >= steps
+        {
+            tree = Some((http, job, run_span, step_spans, attempts));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (http, job, run_span, step_spans, attempts) =
+        tree.expect("the run's spans reach the collector under the request's trace");
+    assert_eq!(
+        job.2, http.1,
+        "the job is a child of the request that submitted it"
+    );
+    assert_eq!(
+        support::span_attr(&job, "run.id"),
+        run["id"].as_str().unwrap_or_default()
+    );
+    assert_eq!(run_span.2, job.1, "the engine's run is a child of the job");
+    for step in &step_spans {
+        assert_eq!(step.2, run_span.1, "steps are children of the run");
+    }
+    for attempt in &attempts {
+        assert!(
+            step_spans.iter().any(|s| s.1 == attempt.2),
+            "attempts are children of their step"
+        );
+        assert_eq!(support::span_attr(attempt, "gen_ai.system"), "mock");
+    }
+}

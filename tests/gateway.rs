@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Server, create_key, runtime_dir, start_in};
+use support::{Server, create_key, received_spans, runtime_dir, start_in};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// The OpenAI SDK version the tests use.
@@ -713,4 +713,74 @@ async fn the_official_openai_sdk_works_against_the_gateway() {
 
 async fn fleet_with_cap() -> Fleet {
     fleet(&[("AETHERFLOW_SERVER__KEY_DAY_USD", "0.000010")]).await
+}
+
+#[tokio::test]
+async fn gateway_calls_are_traced_over_otlp_continuing_the_callers_trace() {
+    let collector = support::otlp_collector().await;
+    let endpoint = collector.uri();
+    let fleet = fleet(&[
+        ("AETHERFLOW_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+        ("AETHERFLOW_TELEMETRY__PROTOCOL", "http/json"),
+        ("AETHERFLOW_TELEMETRY__EXPORT_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let prompt = "Say hello PROMPT-MARKER-5e2d";
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", fleet.server.base))
+        .bearer_auth(&fleet.key)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"model": "deepseek/deepseek-v4-flash", "messages": [{"role": "user", "content": prompt}], "max_tokens": 50}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let mut found = None;
+    for _ in 0..100 {
+        let (spans, raw) = received_spans(&collector).await;
+        let http = spans
+            .iter()
+            .find(|s| s.0 == trace_id && s.3 == "POST /v1/chat/completions")
+            .cloned();
+        let attempt = spans
+            .iter()
+            .find(|s| s.0 == trace_id && s.3.starts_with("chat deepseek/"))
+            .cloned();
+        if let (Some(http), Some(attempt)) = (http, attempt) {
+            found = Some((http, attempt, raw));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let Some((http, attempt, raw)) = found else {
+        let (spans, raw) = received_spans(&collector).await;
+        let names: Vec<(&str, &str)> = spans.iter().map(|s| (s.0.as_str(), s.3.as_str())).collect();
+        panic!(
+            "the request's spans did not reach the collector: got {names:?} from {} bytes",
+            raw.len()
+        );
+    };
+    assert_eq!(
+        http.2, caller_span,
+        "the HTTP span continues the caller's trace"
+    );
+    assert_eq!(
+        attempt.2, http.1,
+        "the provider attempt is a child of the request"
+    );
+    let get = support::span_attr;
+    assert_eq!(get(&http, "http.response.status_code"), "200");
+    assert_eq!(get(&attempt, "gen_ai.system"), "deepseek");
+    assert_eq!(get(&attempt, "outcome"), "ok");
+    assert_eq!(get(&attempt, "gen_ai.usage.input_tokens"), "20");
+    assert_eq!(get(&attempt, "gen_ai.usage.output_tokens"), "6");
+    assert!(!raw.contains("PROMPT-MARKER-5e2d"), "a prompt was exported");
+    assert!(!raw.contains("Hello from"), "an answer was exported");
+    assert!(!raw.contains(&fleet.key), "an API key was exported");
+    assert!(
+        !raw.contains("sk-ds-test-0001"),
+        "a provider key was exported"
+    );
 }

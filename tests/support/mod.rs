@@ -91,3 +91,69 @@ pub fn runtime_dir() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// The spans an OTLP/HTTP-JSON receiver got so far: (trace id, span id, parent span id, name,
+/// attributes as key → value text).
+pub type ReceivedSpan = (String, String, String, String, Vec<(String, String)>);
+
+pub async fn received_spans(collector: &wiremock::MockServer) -> (Vec<ReceivedSpan>, String) {
+    let mut spans = Vec::new();
+    let mut raw = String::new();
+    for request in collector.received_requests().await.unwrap_or_default() {
+        let text = String::from_utf8_lossy(&request.body).into_owned();
+        raw.push_str(&text);
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let attrs = s["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|kv| {
+                            let v = &kv["value"];
+                            let text = v["stringValue"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .or_else(|| v["intValue"].as_str().map(str::to_owned))
+                                .or_else(|| v["intValue"].as_i64().map(|n| n.to_string()))
+                                .unwrap_or_else(|| v.to_string());
+                            (kv["key"].as_str().unwrap_or_default().to_owned(), text)
+                        })
+                        .collect();
+                    let field = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                    spans.push((
+                        field("traceId"),
+                        field("spanId"),
+                        field("parentSpanId"),
+                        field("name"),
+                        attrs,
+                    ));
+                }
+            }
+        }
+    }
+    (spans, raw)
+}
+
+/// The value of attribute `key` of a received span, as text ("" when absent).
+pub fn span_attr(span: &ReceivedSpan, key: &str) -> String {
+    span.4
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// An OTLP/HTTP receiver on a free loopback port that accepts every trace export.
+pub async fn otlp_collector() -> wiremock::MockServer {
+    let collector = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/v1/traces"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&collector)
+        .await;
+    collector
+}

@@ -146,7 +146,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Keys { action }) => return keys(action, &settings),
         None => {}
     }
-    let _log_guard = aetherflow_bootstrap::logging::init(&settings.log)?;
+    let _log_guard =
+        aetherflow_bootstrap::logging::init(&settings.log, &settings.telemetry, "aetherflow-api")?;
     let keys = environment.keys()?;
     let configured = aetherflow_orchestrator::setup::configured_providers_priced(
         &settings.providers,
@@ -305,11 +306,18 @@ fn main() -> anyhow::Result<()> {
         read_timeout: request_timeout,
     };
 
+    let tracing_on = settings.telemetry.otlp_endpoint.is_some();
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(
                     aetherflow_server::limits::middleware,
+                ))
+                // Outermost but for the edge checks: a request's span covers its limits,
+                // metrics and handler. Off (not even installed) without telemetry.
+                .wrap(actix_web::middleware::Condition::new(
+                    tracing_on,
+                    actix_web::middleware::from_fn(aetherflow_server::trace::middleware),
                 ))
                 .wrap(actix_web::middleware::from_fn(
                     aetherflow_server::metrics::middleware,

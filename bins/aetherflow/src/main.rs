@@ -347,7 +347,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             LogFormatArg::Json => aetherflow_orchestrator::settings::LogFormat::Json,
         };
     }
-    let _log_guard = aetherflow_bootstrap::logging::init(&settings.log)?;
+    let _log_guard =
+        aetherflow_bootstrap::logging::init(&settings.log, &settings.telemetry, "aetherflow")?;
     match cli.command {
         Command::Run(RunArgs {
             action: Some(RunAction::Rollback { run_id, out, json }),

@@ -4,10 +4,16 @@
 //!
 //! ```no_run
 //! let env = aetherflow_bootstrap::Environment::load(None).expect("configuration");
-//! let _guard = aetherflow_bootstrap::logging::init(&env.settings.log).expect("logging");
+//! let _guard = aetherflow_bootstrap::logging::init(
+//!     &env.settings.log,
+//!     &env.settings.telemetry,
+//!     "aetherflow",
+//! )
+//! .expect("logging");
 //! ```
 
 pub mod logging;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::path::Path;

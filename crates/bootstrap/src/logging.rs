@@ -1,6 +1,7 @@
-//! Tracing set-up, once per process: human or JSON lines on standard error, and an optional rotating JSON file.
+//! Tracing set-up, once per process: human or JSON lines on standard error, an optional rotating
+//! JSON file, and OpenTelemetry traces when `telemetry.otlp_endpoint` is set.
 
-use aetherflow_orchestrator::settings::{LogFormat, LogRotation, LogSettings};
+use aetherflow_orchestrator::settings::{LogFormat, LogRotation, LogSettings, TelemetrySettings};
 use std::io::IsTerminal;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -26,8 +27,39 @@ fn filter_directives(level: &str) -> String {
     directives.join(",")
 }
 
-/// Installs the global subscriber; keep the guard alive until exit so the file is flushed.
-pub fn init(settings: &LogSettings) -> Result<Option<WorkerGuard>, BootstrapError> {
+/// Keeps the log file writer and the trace exporter alive; dropping it flushes both.
+#[must_use = "hold the guard until the process exits, or logs and traces are lost"]
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard")
+            .field("file", &self._file.is_some())
+            .field("traces", &self.tracer.is_some())
+            .finish()
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("telemetry: the last spans were not exported: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `service` (its `service.name` in traces); keep the guard
+/// alive until exit so the file and the last spans are flushed.
+pub fn init(
+    settings: &LogSettings,
+    telemetry: &TelemetrySettings,
+    service: &str,
+) -> Result<LogGuard, BootstrapError> {
     let filter = EnvFilter::try_new(filter_directives(&settings.level)).map_err(|e| {
         BootstrapError::Logging(format!(
             "`log.level` = `{}` is not a valid filter ({e}); use e.g. warn, info, debug",
@@ -72,13 +104,18 @@ pub fn init(settings: &LogSettings) -> Result<Option<WorkerGuard>, BootstrapErro
         }
         None => (None, None),
     };
+    let tracer = crate::telemetry::provider(telemetry, service)?;
+    let traces = tracer.as_ref().map(crate::telemetry::layer);
+    // The level filter applies to the log outputs only; traces have their own (see telemetry).
     tracing_subscriber::registry()
-        .with(filter)
-        .with(stderr)
-        .with(file)
+        .with(traces)
+        .with(stderr.and_then(file).with_filter(filter))
         .try_init()
         .map_err(|e| BootstrapError::Logging(format!("cannot install the logger: {e}")))?;
-    Ok(guard)
+    Ok(LogGuard {
+        _file: guard,
+        tracer,
+    })
 }
 
 #[cfg(test)]

@@ -87,6 +87,7 @@ fn the_configuration_reference_documents_every_key() {
         "sandbox",
         "review",
         "redis",
+        "telemetry",
     ]
     .into_iter()
     .map(str::to_owned)

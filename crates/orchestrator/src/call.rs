@@ -11,6 +11,7 @@ use aetherflow_provider::{ChatRequest, ChatResponse};
 use aetherflow_resilience::budget::Scope;
 use aetherflow_resilience::ledger::CostRecord;
 use chrono::Utc;
+use tracing::Instrument;
 
 use crate::engine::{CallEnv, Resilience, generate};
 use crate::events::EventSink;
@@ -239,16 +240,21 @@ pub async fn stream(
         req.model.clone_from(&target.entry.model);
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
-        let opened = match provider.chat_stream(&req).await {
-            Ok(mut s) => match s.next().await {
-                Some(Ok(first)) => Ok((first, s)),
-                Some(Err(e)) => Err(e),
-                None => Err(aetherflow_provider::ProviderError::Decode {
-                    message: "the stream ended without any event".into(),
-                }),
-            },
-            Err(e) => Err(e),
-        };
+        let span = crate::engine::attempt_span(&target.name, &target.entry.model, 1);
+        let opened = async {
+            match provider.chat_stream(&req).await {
+                Ok(mut s) => match s.next().await {
+                    Some(Ok(first)) => Ok((first, s)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(aetherflow_provider::ProviderError::Decode {
+                        message: "the stream ended without any event".into(),
+                    }),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span.clone())
+        .await;
         match opened {
             Ok((first, rest)) => {
                 let guard = StreamGuard {
@@ -272,6 +278,7 @@ pub async fn stream(
                     caller: options.caller.clone(),
                     finished: false,
                     failure: None,
+                    span,
                 };
                 let events = Box::pin(async_stream::stream! {
                     let mut guard = guard;
@@ -296,6 +303,7 @@ pub async fn stream(
                 });
             }
             Err(error) => {
+                span.record("outcome", error.kind());
                 resilience.breakers.record(permit, Err(&error));
                 drop(reservation);
                 tracing::warn!(provider = %target.name, model = %target.entry.model, kind = error.kind(), error = %error, "stream did not start; trying the next provider");
@@ -353,6 +361,8 @@ struct StreamGuard {
     caller: Option<String>,
     finished: bool,
     failure: Option<aetherflow_provider::ProviderError>,
+    /// The attempt's span, ended (with its tokens and cost) when the stream is.
+    span: tracing::Span,
 }
 
 impl Drop for StreamGuard {
@@ -394,6 +404,7 @@ impl Drop for StreamGuard {
                 message: "the client stopped reading the stream".to_owned(),
             });
         }
+        crate::engine::record_attempt_span(&self.span, &self.attempt);
         if let Some(monitor) = &self.resilience.monitor {
             let _ = monitor.observe(&self.attempt.provider, charged, self.failure.is_some());
         }

@@ -16,6 +16,7 @@ use aetherflow_provider::{ChatRequest, FinishReason, Message, StepHint};
 use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::RunError;
 use crate::apply::{Action, ApplyMode, Change, apply};
@@ -334,6 +335,16 @@ impl Orchestrator {
             None => None,
         };
 
+        // The trace of the run: steps and provider attempts are its children. Ids, counts and
+        // names only — never prompts or answers.
+        let run_span = tracing::debug_span!(
+            "run",
+            otel.name = "run",
+            run.id = %run_id,
+            run.task_id = %plan.plan().task_id,
+            run.steps = i64::try_from(n).unwrap_or(i64::MAX),
+            run.mode = %options.mode,
+        );
         tracing::info!(
             %run_id,
             task_id = %plan.plan().task_id,
@@ -484,7 +495,15 @@ impl Orchestrator {
                             .map(|o| (steps[d].id.to_string(), Arc::clone(o)))
                     })
                     .collect();
-                let handle = running.spawn(execute(Arc::clone(&shared), i, targets, deps));
+                let step_span = tracing::debug_span!(
+                    parent: &run_span,
+                    "step",
+                    otel.name = %format_args!("step {}", steps[i].id),
+                    step.id = %steps[i].id,
+                    step.kind = ?steps[i].step_type,
+                );
+                let handle = running
+                    .spawn(execute(Arc::clone(&shared), i, targets, deps).instrument(step_span));
                 running_index.insert(handle.id(), i);
             }
             for i in deferred.drain(..).rev() {
@@ -1358,6 +1377,43 @@ fn raise_usage_alert(events: &EventSink, monitor: &UsageMonitor, alert: UsageAle
     }
 }
 
+/// The span of one provider call: provider, model and attempt number now, outcome (`ok` or the
+/// error's kind, a bounded set), tokens and cost when it ends. Never the prompt or the answer.
+pub(crate) fn attempt_span(provider: &str, model: &str, attempt: u32) -> tracing::Span {
+    tracing::debug_span!(
+        "provider.attempt",
+        otel.name = %format_args!("chat {provider}/{model}"),
+        otel.kind = "client",
+        gen_ai.system = %provider,
+        gen_ai.request.model = %model,
+        attempt = i64::from(attempt),
+        outcome = tracing::field::Empty,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        cost_micros = tracing::field::Empty,
+        cached = tracing::field::Empty,
+    )
+}
+
+/// Writes how an attempt ended onto its span.
+pub(crate) fn record_attempt_span(span: &tracing::Span, attempt: &Attempt) {
+    span.record(
+        "outcome",
+        attempt.error.as_ref().map_or("ok", |e| e.kind.as_str()),
+    );
+    span.record("gen_ai.response.model", attempt.model.as_str());
+    // Signed: OpenTelemetry integers are i64 (unsigned ones would be exported as text).
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", int(attempt.usage.input_tokens));
+    span.record(
+        "gen_ai.usage.output_tokens",
+        int(attempt.usage.output_tokens),
+    );
+    span.record("cost_micros", int(attempt.cost.as_micros()));
+    span.record("cached", attempt.cached);
+}
+
 /// How trying one target ended.
 enum TargetResult {
     /// An answer (its finish reason still to be judged).
@@ -1463,7 +1519,8 @@ async fn call_with_retries(
         let slot = shared.provider_limits.enter(&target.name).await;
         let attempt_start = Utc::now();
         let call_clock = Instant::now();
-        let result = provider.chat(request).await;
+        let span = attempt_span(&target.name, &target.entry.model, attempt_no);
+        let result = provider.chat(request).instrument(span.clone()).await;
         let latency = call_clock.elapsed();
         drop(slot);
         shared.breakers.record(permit, result.as_ref().map(|_| ()));
@@ -1520,6 +1577,7 @@ async fn call_with_retries(
                         });
                     }
                 }
+                record_attempt_span(&span, &attempt);
                 report.usage += attempt.usage;
                 report.cost += attempt.cost;
                 report.attempts.push(attempt);
@@ -1543,6 +1601,7 @@ async fn call_with_retries(
             retryable: error.is_retryable(),
             message: error.to_string(),
         });
+        record_attempt_span(&span, &attempt);
         report.attempts.push(attempt);
         match shared
             .retry

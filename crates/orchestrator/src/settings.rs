@@ -51,6 +51,48 @@ pub struct Settings {
     pub prices: BTreeMap<String, aetherflow_providers::prices::PriceEntry>,
     /// Shared state for several processes (budgets, rate limits, breakers); off without a URL.
     pub redis: aetherflow_redis::RedisSettings,
+    /// OpenTelemetry traces; off without an endpoint.
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP, off without `otlp_endpoint`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318` (`/v1/traces` is
+    /// added).
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (the default) or `http/json`.
+    pub protocol: OtlpProtocol,
+    /// The `service.name` of the traces (default: the binary's name).
+    pub service_name: Option<String>,
+    /// Fraction of new traces kept, 0 to 1; a trace begun upstream keeps its own decision.
+    pub sample_ratio: f64,
+    /// How often finished spans are sent, in milliseconds.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            service_name: None,
+            sample_ratio: 1.0,
+            export_interval_ms: 5_000,
+        }
+    }
+}
+
+/// The OTLP encoding over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// Protobuf (`application/x-protobuf`), what collectors expect by default.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON (`application/json`).
+    #[serde(rename = "http/json")]
+    HttpJson,
 }
 
 /// `[providers]`: which provider answers by default, and each one's model, URL and deadlines.

@@ -20,6 +20,7 @@ use aetherflow_resilience::budget::Scope;
 use chrono::Utc;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::store::{RunRecord, RunState, Store};
@@ -279,10 +280,21 @@ impl Jobs {
         }
         let job = self.clone();
         let run = record.clone();
-        self.runtime.spawn(async move {
-            job.execute(run, submission, mode, workspace, cancel, state, events)
-                .await;
-        });
+        // The job continues the submitting request's trace; each workflow pass's engine run is
+        // its child.
+        let span = tracing::debug_span!(
+            "job",
+            otel.name = "run job",
+            run.id = %record.id,
+            run.workflow = ?submission.workflow,
+        );
+        self.runtime.spawn(
+            async move {
+                job.execute(run, submission, mode, workspace, cancel, state, events)
+                    .await;
+            }
+            .instrument(span),
+        );
         Ok(record)
     }
 

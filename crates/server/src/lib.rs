@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod store;
 pub mod timeouts;
+pub mod trace;
 pub mod upload;
 
 pub use keys::{KeyScope, Scopes};
