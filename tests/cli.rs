@@ -10,6 +10,10 @@ fn bin() -> Command {
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
     }
+    // In a coverage run (cargo-tarpaulin's LLVM engine), the binary's own profile counts too.
+    if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+        cmd.env("LLVM_PROFILE_FILE", profile);
+    }
     // The sandbox runtime the test suite's set-up installed (scripts/test.sh fetches it).
     cmd.env(
         "AETHERFLOW_SANDBOX_RUNTIME",

@@ -784,3 +784,46 @@ async fn gateway_calls_are_traced_over_otlp_continuing_the_callers_trace() {
         "a provider key was exported"
     );
 }
+
+#[tokio::test]
+async fn configured_routing_groups_route_in_their_order_and_fail_over() {
+    let fleet = fleet(&[
+        (
+            "AETHERFLOW_GATEWAY__GROUPS__CHEAP",
+            "deepseek, groq/llama-3.3-70b-versatile",
+        ),
+        ("AETHERFLOW_GATEWAY__GROUPS__NOWHERE", "nonesuch"),
+    ])
+    .await;
+    let ids = model_ids(&fleet).await;
+    for group in ["aetherflow/cheap", "aetherflow/nowhere", "aetherflow/fast"] {
+        assert!(ids.iter().any(|id| id == group), "{group} in {ids:?}");
+    }
+    // The group's first target answers.
+    let r = post(&fleet, json!({"model": "aetherflow/cheap", "messages": [{"role": "user", "content": "Say hello"}]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aetherflow-provider"], "deepseek");
+    // DeepSeek fails this prompt: the group's next target answers, with the model it names.
+    let r = post(&fleet, json!({"model": "aetherflow/cheap", "messages": [{"role": "user", "content": "FAIL_FIRST then answer"}]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aetherflow-attempts"], "2");
+    assert_eq!(r.headers()["x-aetherflow-provider"], "groq");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["model"], "groq/llama-3.3-70b-versatile", "{body}");
+    // A group whose providers are not configured here says so.
+    let r = post(
+        &fleet,
+        json!({"model": "aetherflow/nowhere", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "group_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gateway.groups.nowhere"),
+        "{body}"
+    );
+}

@@ -17,9 +17,30 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first, so the server exits through its own shutdown (and, in a coverage run,
+        // writes its profile); SIGKILL if it has not gone within 3 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Keeps a coverage run's profile destination across `env_clear()`, so code run by the binaries
+/// the tests start counts too (cargo-tarpaulin's LLVM engine sets it; otherwise it is unset).
+pub fn keep_coverage_env(cmd: &mut Command) -> &mut Command {
+    if let Some(v) = std::env::var_os("LLVM_PROFILE_FILE") {
+        cmd.env("LLVM_PROFILE_FILE", v);
+    }
+    cmd
 }
 
 /// The binary on a free loopback port, in a fresh folder of its own.
@@ -33,7 +54,8 @@ pub fn start(extra_env: &[(&str, &str)]) -> Server {
 /// The binary on a free loopback port, working in `dir` (a restart reuses its database).
 pub fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
-    cmd.env_clear()
+    cmd.env_clear();
+    keep_coverage_env(&mut cmd)
         .current_dir(dir)
         .args(["--bind", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -62,8 +84,9 @@ pub fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
 
 /// `aetherflow-api keys …` in `dir`.
 pub fn keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_aetherflow-api"))
-        .env_clear()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
+    cmd.env_clear();
+    keep_coverage_env(&mut cmd)
         .current_dir(dir)
         .arg("keys")
         .args(args)

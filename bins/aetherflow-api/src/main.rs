@@ -488,6 +488,7 @@ fn engine(
             .map(aetherflow_domain::Money::parse_usd)
             .transpose()
             .context("server.key_day_usd")?,
+        gateway_groups: settings.gateway.groups.clone(),
     }))
 }
 

@@ -88,6 +88,7 @@ fn the_configuration_reference_documents_every_key() {
         "review",
         "redis",
         "telemetry",
+        "gateway",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -53,6 +53,33 @@ pub struct Settings {
     pub redis: aetherflow_redis::RedisSettings,
     /// OpenTelemetry traces; off without an endpoint.
     pub telemetry: TelemetrySettings,
+    /// The OpenAI-compatible gateway.
+    pub gateway: GatewaySettings,
+}
+
+/// `[gateway]`: the OpenAI-compatible gateway of `aetherflow-api`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Routing groups: clients ask for `aetherflow/<name>` and get these targets in order, with
+    /// the same retries, breakers, budgets and fallbacks as plan steps. Each entry is a provider
+    /// (its configured model) or `provider/model`. A group named like a built-in one (`fast`,
+    /// `build`, `double-check`) replaces it.
+    #[serde(deserialize_with = "group_map")]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// Routing groups: each a TOML array or a comma-separated string (environment variables).
+fn group_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Entries(#[serde(deserialize_with = "string_list")] Vec<String>);
+    Ok(BTreeMap::<String, Entries>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP, off without `otlp_endpoint`.

@@ -83,7 +83,11 @@ pub fn body(request: &ChatRequest) -> Value {
                     parts.push(json!({"text": m.content}));
                 }
                 for call in &m.tool_calls {
-                    parts.push(json!({"functionCall": {"name": call.name, "args": arguments_object(&call.arguments)}}));
+                    let mut part = json!({"functionCall": {"name": call.name, "args": arguments_object(&call.arguments)}});
+                    if let Some(sig) = signature_of(&call.id) {
+                        part["thoughtSignature"] = json!(sig);
+                    }
+                    parts.push(part);
                 }
                 let role = if m.role == Role::User {
                     "user"
@@ -327,6 +331,27 @@ struct Part {
     thought: bool,
     #[serde(default, alias = "function_call")]
     function_call: Option<Value>,
+    #[serde(default, alias = "thought_signature")]
+    thought_signature: Option<String>,
+}
+
+/// Joins a tool call's id and the `thoughtSignature` Gemini gave with it. Gemini 3 needs the
+/// signature back, unchanged, with the call in the next request; OpenAI-style clients only echo
+/// the call's id, so the signature rides inside it and no state is kept between requests.
+const SIGNATURE_MARK: &str = "~ts~";
+
+fn id_with_signature(id: String, signature: Option<String>) -> String {
+    match signature {
+        Some(sig) if !sig.is_empty() => format!("{id}{SIGNATURE_MARK}{sig}"),
+        _ => id,
+    }
+}
+
+/// The signature carried in a tool call's id, if any.
+fn signature_of(id: &str) -> Option<&str> {
+    id.split_once(SIGNATURE_MARK)
+        .map(|(_, sig)| sig)
+        .filter(|s| !s.is_empty())
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
@@ -416,8 +441,9 @@ fn finish_error(finish: &FinishReason, raw: &str) -> Option<ProviderError> {
     }
 }
 
-/// A function call in an answer: its id (when Gemini gave one), name and arguments (JSON text).
-type Called = (Option<String>, String, String);
+/// A function call in an answer: its id (when Gemini gave one), name, arguments (JSON text) and
+/// thought signature (when Gemini gave one).
+type Called = (Option<String>, String, String, Option<String>);
 
 /// Text and reasoning of a candidate's parts, and the functions it called.
 fn split_parts(parts: Vec<Part>) -> (String, String, Vec<Called>) {
@@ -434,6 +460,7 @@ fn split_parts(parts: Vec<Part>) -> (String, String, Vec<Called>) {
                     .to_owned(),
                 call.get("args")
                     .map_or_else(|| "{}".to_owned(), Value::to_string),
+                p.thought_signature.clone(),
             ));
         }
         if let Some(t) = p.text {
@@ -485,8 +512,8 @@ pub fn parse_response(data: &[u8], requested_model: &str) -> Result<ChatResponse
         tool_calls: called
             .into_iter()
             .enumerate()
-            .map(|(i, (id, name, arguments))| ToolCall {
-                id: id.unwrap_or_else(|| format!("call_{i}")),
+            .map(|(i, (id, name, arguments, signature))| ToolCall {
+                id: id_with_signature(id.unwrap_or_else(|| format!("call_{i}")), signature),
                 name,
                 arguments,
             })
@@ -523,12 +550,15 @@ impl ChunkFold for ChunkFolder {
                 events.push(StreamEvent::Text(text));
             }
             // Gemini sends each call whole, in one chunk.
-            for (id, name, arguments) in called {
+            for (id, name, arguments, signature) in called {
                 let index = self.calls;
                 self.calls += 1;
                 events.push(StreamEvent::ToolCall {
                     index,
-                    id: Some(id.unwrap_or_else(|| format!("call_{index}"))),
+                    id: Some(id_with_signature(
+                        id.unwrap_or_else(|| format!("call_{index}")),
+                        signature,
+                    )),
                     name: Some(name),
                     arguments,
                 });
@@ -647,6 +677,49 @@ mod tests {
         assert_eq!(r.reasoning.as_deref(), Some("hmm"));
         assert_eq!(r.usage.output_tokens, 26);
         assert_eq!(r.usage.reasoning_tokens, 24);
+    }
+
+    #[test]
+    fn a_thought_signature_rides_in_the_call_id_and_goes_back_unchanged() {
+        let data = br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"CiQB+sig/with=base64"}],"role":"model"},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":3}}"#;
+        let r = parse_response(data, "gemini-3-pro-preview").expect("parses");
+        let call = &r.tool_calls[0];
+        assert_eq!(call.name, "get_weather");
+        assert_eq!(signature_of(&call.id), Some("CiQB+sig/with=base64"));
+        // The client echoes the call (id included) with the tool's result.
+        let request = ChatRequest {
+            messages: vec![
+                aetherflow_provider::Message::user("weather?"),
+                aetherflow_provider::Message {
+                    tool_calls: vec![call.clone()],
+                    ..aetherflow_provider::Message::assistant("")
+                },
+                aetherflow_provider::Message {
+                    role: aetherflow_provider::Role::Tool,
+                    tool_call_id: Some(call.id.clone()),
+                    ..aetherflow_provider::Message::user("21 C")
+                },
+            ],
+            ..ChatRequest::default()
+        };
+        let body = body(&request);
+        let model_turn = &body["contents"][1];
+        assert_eq!(model_turn["role"], "model");
+        let part = model_turn["parts"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p.get("functionCall").is_some()))
+            .expect("the call goes back");
+        assert_eq!(part["thoughtSignature"], "CiQB+sig/with=base64");
+        assert_eq!(part["functionCall"]["name"], "get_weather");
+        // The result is matched to the call by name, whatever the id carries.
+        assert_eq!(
+            body["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "get_weather"
+        );
+        // Calls without a signature keep plain ids and send none.
+        let plain = br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}}}],"role":"model"},"finishReason":"STOP"}]}"#;
+        let r = parse_response(plain, "gemini-2.5-flash").expect("parses");
+        assert_eq!(r.tool_calls[0].id, "call_0");
     }
 
     #[test]

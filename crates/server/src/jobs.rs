@@ -42,6 +42,8 @@ pub struct Engine {
     pub workspace_roots: Vec<PathBuf>,
     /// Cap on each API key's spend per UTC day.
     pub key_day_cap: Option<Money>,
+    /// The gateway's configured routing groups (`aetherflow/<name>` → targets).
+    pub gateway_groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A run request, checked.

@@ -49,10 +49,38 @@ fn jobs_of(state: &AppState) -> Result<&crate::jobs::Jobs, GatewayError> {
     })
 }
 
-/// The targets a model name routes to.
+/// The targets of a configured routing group, in order: each entry is a provider (its
+/// configured model) or `provider/model` (a model the provider knows the price of). Entries
+/// naming a provider that is not configured here are skipped, as in fallback chains.
+pub fn group_targets(providers: &ProviderSet, entries: &[String]) -> Vec<Target> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let (name, model) = match e.split_once('/') {
+                Some((p, m)) => (p, Some(m)),
+                None => (e.as_str(), None),
+            };
+            let mut entry = providers.entry(name)?.clone();
+            if let Some(m) = model {
+                if m.is_empty() || (m != entry.model && entry.provider.price(m).is_none()) {
+                    return None;
+                }
+                entry.model = m.to_owned();
+            }
+            Some(Target {
+                name: aetherflow_orchestrator::routing::canonical_provider_name(name),
+                entry,
+            })
+        })
+        .collect()
+}
+
+/// The targets a model name routes to: a configured group, a built-in group, `provider/model`,
+/// or a configured model's bare name.
 pub fn resolve(
     providers: &ProviderSet,
     policy: &aetherflow_resilience::fallback::FallbackPolicy,
+    groups: &std::collections::BTreeMap<String, Vec<String>>,
     model: &str,
     estimated_tokens: impl FnOnce() -> u64,
 ) -> Result<Vec<Target>, GatewayError> {
@@ -69,6 +97,25 @@ pub fn resolve(
     };
     if let Some((prefix, rest)) = model.split_once('/') {
         if prefix == "aetherflow" {
+            if let Some(entries) = groups.get(rest) {
+                let targets = group_targets(providers, entries);
+                return if targets.is_empty() {
+                    Err(GatewayError {
+                        param: Some("model"),
+                        ..GatewayError::new(
+                            503,
+                            "api_error",
+                            "group_unavailable",
+                            format!(
+                                "the routing group `{model}` names no provider configured here ({}); configure one of them or change gateway.groups.{rest}",
+                                entries.join(", ")
+                            ),
+                        )
+                    })
+                } else {
+                    Ok(targets)
+                };
+            }
             let mode = GROUPS
                 .iter()
                 .find(|(name, _)| *name == rest)
@@ -125,7 +172,12 @@ pub async fn models(
         .entries()
         .map(|(name, e)| json!({"id": format!("{name}/{}", e.model), "object": "model", "created": 0, "owned_by": name}))
         .collect();
-    for (group, _) in GROUPS {
+    let configured = &jobs.engine().gateway_groups;
+    let builtin = GROUPS
+        .iter()
+        .map(|(g, _)| *g)
+        .filter(|g| !configured.contains_key(*g));
+    for group in configured.keys().map(String::as_str).chain(builtin) {
         data.push(json!({"id": format!("aetherflow/{group}"), "object": "model", "created": 0, "owned_by": "aetherflow"}));
     }
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
@@ -243,6 +295,7 @@ pub async fn chat_completions(
     let targets = resolve(
         &engine.providers,
         &engine.resilience.fallback,
+        &engine.gateway_groups,
         &requested_model,
         || aetherflow_provider::tokens::estimate_request(&request),
     )?;
