@@ -21,5 +21,8 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server not found: the shared-state tests (Redis) are skipped; apt-get install -y redis-server to run them"
 fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1; then
+    echo "PostgreSQL not found: the PostgreSQL store tests are skipped; apt-get install -y postgresql to run them"
+fi
 
 cargo test --workspace --locked "$@"

@@ -315,3 +315,113 @@ async fn losing_redis_refuses_budgeted_calls_and_marks_not_ready_until_it_is_bac
         .expect("ready");
     assert_eq!(ready.status(), 200);
 }
+
+/// `aetherflow-api keys create` against the store at `store_url`.
+fn create_key_in(dir: &std::path::Path, store_url: &str, scopes: &str) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
+    cmd.env_clear();
+    support::keep_coverage_env(&mut cmd);
+    let out = cmd
+        .current_dir(dir)
+        .env("AETHERFLOW_SERVER__STORE_URL", store_url)
+        .args(["keys", "create", "--name", "shared", "--scopes", scopes])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_history_is_shared_through_postgres_and_outlives_the_replica_that_ran_it() {
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let plan: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("examples/todo-api/plan.json")).expect("plan"),
+    )
+    .expect("json");
+    // Two replicas in separate folders: nothing shared but the database.
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    for d in &dirs {
+        let status = std::process::Command::new("cp")
+            .args(["-r"])
+            .arg(repo.join("examples/todo-api/workspace"))
+            .arg(d.path().join("ws"))
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    let key = create_key_in(dirs[0].path(), pg.url(), "runs:write,runs:read");
+    let runtime = runtime_dir();
+    let env = [
+        ("AETHERFLOW_SERVER__OFFLINE", "true"),
+        ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
+        ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
+        ("AETHERFLOW_SERVER__STORE_URL", pg.url()),
+    ];
+    let a = start_in(dirs[0].path(), &env);
+    let b = start_in(dirs[1].path(), &env);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/runs?wait=60", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"plan": plan}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(
+        r.status(),
+        200,
+        "the key made through replica A's folder works on A"
+    );
+    let run: Value = r.json().await.expect("json");
+    let id = run["id"].as_str().expect("id").to_owned();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Replica B, which never saw the run, serves it.
+    let fetch = |base: String| {
+        let client = client.clone();
+        let key = key.clone();
+        let id = id.clone();
+        async move {
+            client
+                .get(format!("{base}/v1/runs/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("get")
+        }
+    };
+    let seen = fetch(b.base.clone()).await;
+    assert_eq!(seen.status(), 200);
+    let seen: Value = seen.json().await.expect("json");
+    assert_eq!(seen["status"], "succeeded");
+    assert_eq!(seen["reports"], run["reports"]);
+    // Replica A goes away; the history does not.
+    drop(a);
+    let seen = fetch(b.base.clone()).await;
+    assert_eq!(seen.status(), 200);
+    let listed: Value = client
+        .get(format!("{}/v1/runs", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        listed.to_string().contains(&id),
+        "the run is listed by the surviving replica: {listed}"
+    );
+}

@@ -161,7 +161,6 @@ fn main() -> anyhow::Result<()> {
     if let Some(e) = &sandbox_error {
         tracing::warn!(error = %e, "the sandbox runtime is not usable: /ready answers 503 and runs are refused");
     }
-    let store: Arc<dyn Store> = Arc::new(open_store(&settings)?);
     // Work runs on a runtime of its own, so plan runs never hold up the HTTP workers.
     let jobs_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -169,6 +168,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the job runtime")?;
+    let store = open_store(&settings, &jobs_runtime)?;
     // Provider keys in files (`*_API_KEY_FILE`) rotate without a restart: re-read when a file
     // changes and on SIGHUP. The handler is installed even with no key file, so a SIGHUP never
     // stops the server.
@@ -395,16 +395,33 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store: PostgreSQL when `server.store_url` is set (shared by every replica), else SQLite
+/// in `server.data_dir`.
 fn open_store(
     settings: &aetherflow_orchestrator::settings::Settings,
-) -> anyhow::Result<SqliteStore> {
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &settings.server.store_url {
+        let store = runtime
+            .block_on(aetherflow_server::pg::PgStore::connect(
+                url,
+                settings.server.store_max_connections,
+            ))
+            .context("opening the database at server.store_url")?;
+        tracing::info!(
+            database = store.display(),
+            "keys, runs and events in PostgreSQL"
+        );
+        return Ok(Arc::new(store));
+    }
     let path = settings.server.data_dir.join("aetherflow.db");
-    SqliteStore::open(&path).with_context(|| {
+    let store = SqliteStore::open(&path).with_context(|| {
         format!(
             "opening the server database {} (server.data_dir)",
             path.display()
         )
-    })
+    })?;
+    Ok(Arc::new(store))
 }
 
 /// What runs are made with, or `None` when no provider is configured (and not offline).
@@ -497,11 +514,11 @@ fn keys(
     action: &KeysAction,
     settings: &aetherflow_orchestrator::settings::Settings,
 ) -> anyhow::Result<()> {
-    let store = open_store(settings)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let store = open_store(settings, &runtime)?;
     runtime.block_on(async {
         match action {
             KeysAction::Create { name, scopes, json } => {

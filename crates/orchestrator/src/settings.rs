@@ -333,6 +333,12 @@ pub struct ServerSettings {
     pub workspace_roots: Vec<PathBuf>,
     /// Answer runs with the built-in mock provider (no keys, no network): for demos and tests.
     pub offline: bool,
+    /// A PostgreSQL database for keys, runs, events and spend, shared by every replica
+    /// (`postgres://user:password@host:5432/db`); a secret, never logged. Without it each
+    /// process keeps them in SQLite in `data_dir`.
+    pub store_url: Option<SecretString>,
+    /// Connections to `store_url` this process keeps at most.
+    pub store_max_connections: u32,
     /// Runs executed at once.
     pub workers: usize,
     /// Runs waiting for a worker at most; more are refused with 503 and `Retry-After`.
@@ -375,6 +381,8 @@ impl Default for ServerSettings {
             data_dir: PathBuf::from("aetherflow-data"),
             workspace_roots: Vec::new(),
             offline: false,
+            store_url: None,
+            store_max_connections: 10,
             workers: 2,
             queue: 64,
             max_wait_secs: 120,

@@ -1,5 +1,6 @@
 //! The HTTP API behind `aetherflow-api`: API keys (hashed, scoped, constant-time checks), the
-//! persistence trait with its embedded SQLite implementation, plan runs as background jobs
+//! persistence trait with its embedded SQLite implementation and a PostgreSQL one for several
+//! replicas, plan runs as background jobs
 //! (bounded queue and workers, events kept for replay), rate limits, CORS and trusted hosts,
 //! design uploads, request deadlines, metrics, the OpenAPI document, and the actix-web
 //! application.
@@ -16,7 +17,9 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod pg;
 pub mod store;
+pub mod testing;
 pub mod timeouts;
 pub mod trace;
 pub mod upload;

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// No randomness for a new key.
     #[error(transparent)]
     Random(#[from] keys::RandomError),
+    /// The networked store (PostgreSQL) failed or could not be reached.
+    #[error("the store failed: {0}")]
+    Backend(String),
 }
 
 /// An API key as listed: never the key or its hash.
