@@ -1,0 +1,138 @@
+//! The job queue against a real Redis: bounded, at-least-once, reclaimed from dead workers,
+//! never handed to two live workers at once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aetherflow_redis::Shared;
+use aetherflow_redis::queue::{Enqueued, RedisQueue};
+use aetherflow_redis::testing::TestRedis;
+
+fn queue(redis: &TestRedis, max_len: u64, visibility: Duration) -> RedisQueue {
+    RedisQueue::new(
+        Shared::connect(&redis.settings()).expect("url"),
+        "runs",
+        max_len,
+        visibility,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_go_to_one_worker_each_in_order_and_the_queue_is_bounded() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let q = queue(&redis, 3, Duration::from_secs(30));
+    q.ensure_group().await.expect("group");
+    q.ensure_group().await.expect("idempotent");
+    for n in 1..=3 {
+        assert!(matches!(
+            q.enqueue(&format!("job-{n}")).await.expect("redis"),
+            Enqueued::Accepted(_)
+        ));
+    }
+    assert_eq!(q.enqueue("job-4").await.expect("redis"), Enqueued::Full);
+    assert_eq!(q.len().await.expect("redis"), 3);
+    // Two workers on separate connections, asking at once, never get the same job.
+    let other = queue(&redis, 3, Duration::from_secs(30));
+    let (a, b) = tokio::join!(q.claim("worker-a"), other.claim("worker-b"));
+    let (a, b) = (
+        a.expect("redis").expect("a job"),
+        b.expect("redis").expect("a job"),
+    );
+    assert_ne!(a.id, b.id);
+    let mut seen: HashSet<String> = [a.payload.clone(), b.payload.clone()].into();
+    assert!(seen.contains("job-1"), "oldest first: {seen:?}");
+    assert_eq!((a.deliveries, b.deliveries), (1, 1));
+    let c = q
+        .claim("worker-a")
+        .await
+        .expect("redis")
+        .expect("the third");
+    seen.insert(c.payload.clone());
+    assert_eq!(seen.len(), 3);
+    assert_eq!(q.claim("worker-a").await.expect("redis"), None, "all taken");
+    // Still held: the queue stays full until jobs are finished.
+    assert_eq!(q.enqueue("job-4").await.expect("redis"), Enqueued::Full);
+    for job in [&a, &b, &c] {
+        q.ack(job).await.expect("ack");
+    }
+    assert_eq!(q.len().await.expect("redis"), 0);
+    assert!(matches!(
+        q.enqueue("job-4").await.expect("redis"),
+        Enqueued::Accepted(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_job_is_reclaimed_after_the_visibility_timeout_but_a_live_one_is_not() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let visibility = Duration::from_millis(400);
+    let q = queue(&redis, 10, visibility);
+    q.ensure_group().await.expect("group");
+    q.enqueue("dies").await.expect("redis");
+    q.enqueue("lives").await.expect("redis");
+    let dead = q.claim("worker-dead").await.expect("redis").expect("job");
+    let live = q.claim("worker-live").await.expect("redis").expect("job");
+    assert_eq!(
+        (dead.payload.as_str(), live.payload.as_str()),
+        ("dies", "lives")
+    );
+    // worker-live keeps renewing; worker-dead went silent.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(q.touch("worker-live", &live).await.expect("redis"));
+    }
+    let again = q
+        .claim("worker-new")
+        .await
+        .expect("redis")
+        .expect("the dead worker's job");
+    assert_eq!(again.payload, "dies");
+    assert_eq!(again.id, dead.id);
+    assert_eq!(again.deliveries, 2, "a retry says so");
+    assert_eq!(
+        q.claim("worker-new").await.expect("redis"),
+        None,
+        "the live worker's job stays with it"
+    );
+    // The dead worker, were it to come back, no longer holds its job.
+    assert!(!q.touch("worker-dead", &dead).await.expect("redis"));
+    q.ack(&again).await.expect("ack");
+    q.ack(&live).await.expect("ack");
+    assert_eq!(q.len().await.expect("redis"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_handed_back_goes_to_the_next_worker_at_once() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let q = queue(&redis, 10, Duration::from_secs(60));
+    q.ensure_group().await.expect("group");
+    q.enqueue("{\"run\":\"r1\"}").await.expect("redis");
+    let job = q.claim("stopping").await.expect("redis").expect("job");
+    q.hand_back(&job).await.expect("hand back");
+    let next = q.claim("other").await.expect("redis").expect("handed back");
+    assert_eq!(next.payload, "{\"run\":\"r1\"}");
+    assert_eq!(q.len().await.expect("redis"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_queue_says_so() {
+    let settings = aetherflow_redis::RedisSettings {
+        url: Some("redis://127.0.0.1:9".to_owned().into()),
+        timeout_ms: 200,
+        ..aetherflow_redis::RedisSettings::default()
+    };
+    let q = RedisQueue::new(
+        Shared::connect(&settings).expect("url"),
+        "runs",
+        10,
+        Duration::from_secs(1),
+    );
+    let err = q.enqueue("x").await.expect_err("no redis");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+}
