@@ -237,6 +237,11 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// Whether no job is queued or held.
+    pub async fn is_empty(&self) -> Result<bool, String> {
+        Ok(self.len().await? == 0)
+    }
+
     /// Jobs queued or held by workers.
     pub async fn len(&self) -> Result<u64, String> {
         let mut conn = self.shared.conn.clone();

@@ -102,7 +102,7 @@ async fn a_dead_workers_job_is_reclaimed_after_the_visibility_timeout_but_a_live
     assert!(!q.touch("worker-dead", &dead).await.expect("redis"));
     q.ack(&again).await.expect("ack");
     q.ack(&live).await.expect("ack");
-    assert_eq!(q.len().await.expect("redis"), 0);
+    assert!(q.is_empty().await.expect("redis"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
