@@ -202,6 +202,13 @@ fn main() -> anyhow::Result<()> {
         aetherflow_orchestrator::setup::shared_state(&settings)?
     };
     if let Some(shared) = &shared {
+        // Provider keys refused or rate limited in one replica are avoided by all.
+        let pools: Vec<_> = configured.iter().filter_map(|c| c.keys.clone()).collect();
+        let _entered = jobs_runtime.enter();
+        aetherflow_redis::keys::RedisKeyStates::new(shared.clone())
+            .spawn_sync(pools, std::time::Duration::from_secs(1));
+    }
+    if let Some(shared) = &shared {
         match jobs_runtime.block_on(shared.ping()) {
             Ok(()) => tracing::info!(redis = shared.display_url(), "shared state on Redis"),
             Err(e) => {

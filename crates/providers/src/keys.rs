@@ -3,8 +3,8 @@
 //! rotation) while calls in flight finish on the key they started with.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use aetherflow_provider::{ApiKey, ProviderError};
 use tokio::time::Instant;
@@ -38,6 +38,8 @@ pub const DEFAULT_REST: Duration = Duration::from_secs(1);
 
 struct Slot {
     key: ApiKey,
+    /// Names the key across processes without revealing it (see [`fingerprint`]).
+    fingerprint: String,
     quarantined: Option<String>,
     resting_until: Option<Instant>,
     pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
@@ -63,6 +65,35 @@ pub struct KeyPool {
     state: Mutex<PoolState>,
     requests_per_minute: Option<NonZeroU32>,
     tokens_per_minute: Option<NonZeroU32>,
+    /// Where quarantines and rests are told to the other processes using the same keys.
+    sink: OnceLock<Arc<dyn KeyStateSink>>,
+}
+
+/// A key's name across processes: the first 64 bits of the SHA-256 of its secret, in hex. The
+/// same key gets the same fingerprint in every replica whatever its position in each one's
+/// configuration; a 64-bit prefix of the hash of a random secret reveals nothing of it.
+pub fn fingerprint(key: &ApiKey) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.expose().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a key pool tells other processes that a key was refused or must rest (Redis in
+/// `aetherflow-redis`), so every replica avoids it, not only the one that saw the error.
+pub trait KeyStateSink: std::fmt::Debug + Send + Sync {
+    /// The key with `fingerprint` was refused for good (`kind`: `auth`, `insufficient_balance`).
+    fn quarantined(&self, provider: &str, fingerprint: &str, kind: &str);
+    /// The key with `fingerprint` rests until `until` (a rate limit).
+    fn resting(&self, provider: &str, fingerprint: &str, until: SystemTime);
+}
+
+/// A key's state as another process reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedKeyState {
+    /// Refused for good, with the error's kind.
+    Quarantined(String),
+    /// Rate limited until then.
+    RestingUntil(SystemTime),
 }
 
 impl std::fmt::Debug for KeyPool {
@@ -103,7 +134,45 @@ impl KeyPool {
             }),
             requests_per_minute: None,
             tokens_per_minute: None,
+            sink: OnceLock::new(),
         })
+    }
+
+    /// The provider these keys are for.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// From now on, tells `sink` about quarantines and rests (once; later calls are ignored).
+    pub fn share_with(&self, sink: Arc<dyn KeyStateSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Applies a state another process reported for the key with `fingerprint` (unknown
+    /// fingerprints, keys this process does not have, are ignored). Never reported back.
+    pub fn apply_shared(&self, fingerprint: &str, shared: &SharedKeyState) {
+        let mut state = self.lock();
+        let Some(slot) = state
+            .slots
+            .iter_mut()
+            .find(|s| s.fingerprint == fingerprint)
+        else {
+            return;
+        };
+        match shared {
+            SharedKeyState::Quarantined(kind) => {
+                if slot.quarantined.is_none() {
+                    tracing::warn!(provider = %self.provider, key = slot.key.id(), kind = %kind, "key quarantined (reported by another process)");
+                    slot.quarantined = Some(kind.clone());
+                }
+            }
+            SharedKeyState::RestingUntil(until) => {
+                if let Ok(left) = until.duration_since(SystemTime::now()) {
+                    let until = Instant::now() + left;
+                    slot.resting_until = Some(slot.resting_until.map_or(until, |u| u.max(until)));
+                }
+            }
+        }
     }
 
     /// Paces each key to at most `requests_per_minute` calls, spread evenly (client-side, so
@@ -295,11 +364,17 @@ impl KeyPool {
             ProviderError::Auth { .. } | ProviderError::InsufficientBalance { .. } => {
                 tracing::warn!(provider = %self.provider, key = key_id, kind = error.kind(), "key quarantined");
                 slot.quarantined = Some(error.kind().to_owned());
+                if let Some(sink) = self.sink.get() {
+                    sink.quarantined(&self.provider, &slot.fingerprint, error.kind());
+                }
             }
             ProviderError::RateLimited { retry_after, .. } => {
                 let rest = retry_after.unwrap_or(DEFAULT_REST);
                 tracing::info!(provider = %self.provider, key = key_id, rest_ms = rest.as_millis() as u64, "key resting");
                 slot.resting_until = Some(Instant::now() + rest);
+                if let Some(sink) = self.sink.get() {
+                    sink.resting(&self.provider, &slot.fingerprint, SystemTime::now() + rest);
+                }
             }
             _ => {}
         }
@@ -312,6 +387,13 @@ impl KeyPool {
         if let Some(slot) = state.slots.iter_mut().find(|s| s.key.id() == key_id) {
             let until = Instant::now() + duration;
             slot.resting_until = Some(slot.resting_until.map_or(until, |u| u.max(until)));
+            if let Some(sink) = self.sink.get() {
+                sink.resting(
+                    &self.provider,
+                    &slot.fingerprint,
+                    SystemTime::now() + duration,
+                );
+            }
         }
     }
 
@@ -330,6 +412,7 @@ impl KeyPool {
             .map(
                 |key| match old.iter().find(|s| s.key.expose() == key.expose()) {
                     Some(previous) => Slot {
+                        fingerprint: previous.fingerprint.clone(),
                         key,
                         quarantined: previous.quarantined.clone(),
                         resting_until: previous.resting_until,
@@ -352,6 +435,7 @@ impl KeyPool {
 impl Slot {
     fn fresh(key: ApiKey, requests_per_minute: Option<NonZeroU32>) -> Self {
         Slot {
+            fingerprint: fingerprint(&key),
             key,
             quarantined: None,
             resting_until: None,

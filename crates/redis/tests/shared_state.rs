@@ -369,3 +369,92 @@ async fn without_redis_breakers_fall_back_to_the_process_and_count_it() {
     breakers.record(p, Ok(()));
     assert_eq!(breakers.local_fallbacks(), 1);
 }
+
+fn pool() -> Arc<aetherflow_providers::keys::KeyPool> {
+    use aetherflow_provider::ApiKey;
+    Arc::new(
+        aetherflow_providers::keys::KeyPool::new(
+            "deepseek",
+            vec![
+                ApiKey::new("deepseek#1", "sk-first-0000000000000001".to_owned().into()),
+                ApiKey::new("deepseek#2", "sk-second-000000000000002".to_owned().into()),
+            ],
+        )
+        .expect("pool"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_refused_or_resting_in_one_replica_is_avoided_by_the_other() {
+    use aetherflow_redis::keys::RedisKeyStates;
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let settings = redis.settings();
+    let (a, b) = (pool(), pool());
+    RedisKeyStates::new(Shared::connect(&settings).expect("url"))
+        .spawn_sync(vec![Arc::clone(&a)], Duration::from_millis(100));
+    RedisKeyStates::new(Shared::connect(&settings).expect("url"))
+        .spawn_sync(vec![Arc::clone(&b)], Duration::from_millis(100));
+    // Replica A's provider refuses key #1.
+    a.report(
+        "deepseek#1",
+        Err(&ProviderError::Auth {
+            message: "invalid key".into(),
+        }),
+    );
+    let mut avoided = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if b.status()
+            .iter()
+            .any(|k| k.id == "deepseek#1" && k.quarantined.as_deref() == Some("auth"))
+        {
+            avoided = true;
+            break;
+        }
+    }
+    assert!(
+        avoided,
+        "B learns that key #1 was refused: {:?}",
+        b.status()
+    );
+    for _ in 0..4 {
+        assert_eq!(b.acquire().expect("key #2").id(), "deepseek#2");
+    }
+    // Replica B is rate limited on key #2: A rests it too, so A has no key for a while.
+    b.report(
+        "deepseek#2",
+        Err(&ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(30)),
+            message: "slow down".into(),
+        }),
+    );
+    let mut resting = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if a.acquire().is_err() {
+            resting = true;
+            break;
+        }
+    }
+    assert!(resting, "A rests key #2 too: {:?}", a.status());
+    let secret = "sk-first-0000000000000001";
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stored: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(format!("{}:keys:deepseek", redis.namespace()))
+        .query_async(&mut conn)
+        .await
+        .expect("hgetall");
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .all(|(k, v)| !k.contains(secret) && !v.contains(secret)),
+        "keys are stored by fingerprint only: {stored:?}"
+    );
+}
