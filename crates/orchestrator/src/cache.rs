@@ -33,11 +33,19 @@ impl Default for CacheSettings {
     }
 }
 
-/// The cache; cheap to clone and share between runs.
+/// The cache; cheap to clone and share between runs. With a shared layer (Redis), answers
+/// also go there and a miss here is looked up there.
 #[derive(Clone)]
 pub struct ResponseCache {
     entries: moka::sync::Cache<[u8; 32], Arc<ChatResponse>>,
+    shared: Option<aetherflow_redis::cache::RedisCache>,
+    /// After the shared layer fails it is skipped for [`SHARED_PAUSE`], so a lost Redis costs
+    /// one timeout now and then, not one per request.
+    shared_paused_until: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long the shared layer is skipped after it failed.
+const SHARED_PAUSE: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +63,59 @@ impl ResponseCache {
                 .max_capacity(settings.max_entries)
                 .time_to_live(Duration::from_secs(settings.ttl_secs))
                 .build(),
+            shared: None,
+            shared_paused_until: Arc::default(),
         })
+    }
+
+    fn shared_layer(&self) -> Option<&aetherflow_redis::cache::RedisCache> {
+        let paused = self
+            .shared_paused_until
+            .lock()
+            .map(|p| p.is_some_and(|until| std::time::Instant::now() < until))
+            .unwrap_or(false);
+        if paused { None } else { self.shared.as_ref() }
+    }
+
+    fn pause_shared(&self) {
+        if let Ok(mut p) = self.shared_paused_until.lock() {
+            *p = Some(std::time::Instant::now() + SHARED_PAUSE);
+        }
+    }
+
+    /// Adds the shared layer behind the in-process one.
+    #[must_use]
+    pub fn with_shared(mut self, shared: aetherflow_redis::cache::RedisCache) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The cached answer: from this process, else from the shared layer (then kept here too).
+    /// A shared layer that fails is a miss, never an error.
+    pub async fn lookup(&self, key: &[u8; 32]) -> Option<Arc<ChatResponse>> {
+        if let Some(hit) = self.entries.get(key) {
+            return Some(hit);
+        }
+        let shared = self.shared_layer()?;
+        match shared.get(key).await {
+            Ok(Some(json)) => match serde_json::from_slice::<ChatResponse>(&json) {
+                Ok(response) => {
+                    let response = Arc::new(response);
+                    self.entries.insert(*key, Arc::clone(&response));
+                    Some(response)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a shared cached answer could not be read; ignored");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared response cache unavailable: misses for a few seconds");
+                self.pause_shared();
+                None
+            }
+        }
     }
 
     /// The key of `request` to `provider`. The step hint is left out: two steps asking the
@@ -76,8 +136,20 @@ impl ResponseCache {
         self.entries.get(key)
     }
 
-    /// Keeps an answer.
+    /// Keeps an answer (and shares it, in the background, when there is a shared layer).
     pub fn put(&self, key: [u8; 32], response: ChatResponse) {
+        if let Some(shared) = self.shared_layer()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+            && let Ok(json) = serde_json::to_vec(&response)
+        {
+            let (shared, this) = (shared.clone(), self.clone());
+            rt.spawn(async move {
+                if let Err(e) = shared.put(&key, &json).await {
+                    tracing::debug!(error = %e, "an answer was not shared");
+                    this.pause_shared();
+                }
+            });
+        }
         self.entries.insert(key, Arc::new(response));
     }
 }

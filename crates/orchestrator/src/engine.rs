@@ -1443,7 +1443,7 @@ async fn call_with_retries(
     let cache_key = match (shared.cache, cacheable) {
         (Some(cache), true) => {
             let key = ResponseCache::key(&target.name, request);
-            if let Some(hit) = cache.get(&key) {
+            if let Some(hit) = cache.lookup(&key).await {
                 tracing::debug!(step = %report.id, provider = %target.name, "answer from the response cache");
                 report.attempts.push(Attempt {
                     provider: target.name.clone(),

@@ -586,7 +586,14 @@ pub fn resilience(
             settings.alerts.clone(),
         ))),
         cache: if cache {
-            crate::cache::ResponseCache::new(&settings.cache)
+            crate::cache::ResponseCache::new(&settings.cache).map(|c| match shared {
+                Some(shared) => c.with_shared(aetherflow_redis::cache::RedisCache::new(
+                    shared.clone(),
+                    std::time::Duration::from_secs(settings.cache.ttl_secs),
+                    settings.cache.max_entries,
+                )),
+                None => c,
+            })
         } else {
             None
         },

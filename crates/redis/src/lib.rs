@@ -13,6 +13,7 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod cache;
 pub mod keys;
 pub mod queue;
 pub mod ratelimit;
