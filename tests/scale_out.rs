@@ -407,6 +407,37 @@ async fn run_history_is_shared_through_postgres_and_outlives_the_replica_that_ra
     let seen: Value = seen.json().await.expect("json");
     assert_eq!(seen["status"], "succeeded");
     assert_eq!(seen["reports"], run["reports"]);
+    // A run submitted to A without waiting is followed live from B, which does not run it.
+    let r = client
+        .post(format!("{}/v1/runs", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"plan": plan}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 202);
+    let queued: Value = r.json().await.expect("json");
+    let second = queued["id"].as_str().expect("id").to_owned();
+    let body = client
+        .get(format!("{}/v1/runs/{second}/events", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("stream ends with the run");
+    let names: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert!(names.contains(&"run_started"), "{names:?}");
+    assert!(names.contains(&"run_finished"), "{names:?}");
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    assert!(
+        body.trim_end().ends_with(r#"data: {"status":"succeeded"}"#),
+        "{body}"
+    );
     // Replica A goes away; the history does not.
     drop(a);
     let seen = fetch(b.base.clone()).await;

@@ -516,6 +516,28 @@ async fn run_events(
                     yield Ok(sse(seq, &json));
                 }
             }
+        } else {
+            // The run is not executing here (another replica or worker has it, sharing this
+            // store): follow it through the store until it ends, or until nothing has happened
+            // for IDLE_FOLLOW (its owner may be gone).
+            let mut idle = std::time::Duration::ZERO;
+            loop {
+                let finished = matches!(store.run(&run_id).await, Ok(Some(r)) if r.status.is_final());
+                let events = store.events_after(&run_id, last).await.unwrap_or_default();
+                if events.is_empty() {
+                    if finished || idle >= IDLE_FOLLOW {
+                        break;
+                    }
+                } else {
+                    idle = std::time::Duration::ZERO;
+                }
+                for (seq, json) in events {
+                    last = seq;
+                    yield Ok(sse(seq, &json));
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                idle += FOLLOW_EVERY;
+            }
         }
         let status = match store.run(&run_id).await {
             Ok(Some(r)) => r.status.as_str(),
@@ -531,6 +553,12 @@ async fn run_events(
         .insert_header(("x-accel-buffering", "no"))
         .streaming(stream))
 }
+
+/// How often a run executing elsewhere is read from the store for new events.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a followed run may stay silent before the stream ends (its `end` event then carries
+/// the status the store has).
+const IDLE_FOLLOW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One SSE message: `id`, `event` (the event's own name) and `data`.
 fn sse(seq: u64, json: &str) -> web::Bytes {
