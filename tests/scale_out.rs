@@ -456,3 +456,82 @@ async fn run_history_is_shared_through_postgres_and_outlives_the_replica_that_ra
         "the run is listed by the surviving replica: {listed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_is_cancelled_through_a_replica_that_does_not_run_it() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let plan: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("examples/todo-api/plan.json")).expect("plan"),
+    )
+    .expect("json");
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    for d in &dirs {
+        let status = std::process::Command::new("cp")
+            .args(["-r"])
+            .arg(repo.join("examples/todo-api/workspace"))
+            .arg(d.path().join("ws"))
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    let key = create_key_in(dirs[0].path(), pg.url(), "runs:write,runs:read");
+    let runtime = runtime_dir();
+    let env = [
+        ("AETHERFLOW_SERVER__OFFLINE", "true"),
+        ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
+        ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
+        ("AETHERFLOW_SERVER__STORE_URL", pg.url()),
+        ("AETHERFLOW_REDIS__URL", redis.url()),
+        ("AETHERFLOW_REDIS__NAMESPACE", redis.namespace()),
+        // Every mock answer takes 3 s: the run is still going when the cancel arrives.
+        ("AETHERFLOW_MOCK__LATENCY_MS", "3000"),
+    ];
+    let a = start_in(dirs[0].path(), &env);
+    let b = start_in(dirs[1].path(), &env);
+    let client = reqwest::Client::new();
+    let queued: Value = client
+        .post(format!("{}/v1/runs", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"plan": plan}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let id = queued["id"].as_str().expect("id").to_owned();
+    let r = client
+        .post(format!("{}/v1/runs/{id}/cancel", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), 202, "B passes the cancellation on");
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let run: Value = client
+            .get(format!("{}/v1/runs/{id}", b.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        status = run["status"].clone();
+        if status == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "cancelled", "A cancelled the run B was asked to");
+}

@@ -251,7 +251,8 @@ fn main() -> anyhow::Result<()> {
             settings.server.workers,
             settings.server.queue,
         )
-        .with_metrics(metrics.clone())),
+        .with_metrics(metrics.clone())
+        .with_signals_from(shared.as_ref())),
     };
     let listener = TcpListener::bind(&bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind / --bind)"))?;

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod keys;
 pub mod queue;
 pub mod ratelimit;
+pub mod signals;
 pub mod testing;
 
 use std::fmt;

@@ -424,7 +424,10 @@ async fn cancel_run(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(KeyScope::RunsWrite)?;
     let run = visible_run(&caller, &state, &id).await?;
-    let cancelled = state.jobs.as_ref().is_ok_and(|jobs| jobs.cancel(&run.id));
+    let cancelled = match &state.jobs {
+        Ok(jobs) if !run.status.is_final() => jobs.cancel_anywhere(&run.id).await,
+        _ => false,
+    };
     if run.status.is_final() || !cancelled {
         return Err(ApiError::conflict(format!(
             "run {} is {} and cannot be cancelled",

@@ -82,6 +82,7 @@ pub struct Jobs {
     max_waiting: usize,
     live: Arc<Mutex<HashMap<String, Live>>>,
     metrics: Option<crate::metrics::Metrics>,
+    signals: Option<aetherflow_redis::signals::RedisSignals>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -126,7 +127,26 @@ impl Jobs {
             max_waiting: queue,
             live: Arc::new(Mutex::new(HashMap::new())),
             metrics: None,
+            signals: None,
         }
+    }
+
+    /// As [`Jobs::with_signals`] when there is a shared Redis.
+    #[must_use]
+    pub fn with_signals_from(self, shared: Option<&aetherflow_redis::Shared>) -> Self {
+        match shared {
+            Some(shared) => {
+                self.with_signals(aetherflow_redis::signals::RedisSignals::new(shared.clone()))
+            }
+            None => self,
+        }
+    }
+
+    /// Lets cancellations travel between replicas through Redis.
+    #[must_use]
+    pub fn with_signals(mut self, signals: aetherflow_redis::signals::RedisSignals) -> Self {
+        self.signals = Some(signals);
+        self
     }
 
     /// What runs are made with (providers, resilience), for calls outside runs.
@@ -290,14 +310,53 @@ impl Jobs {
             run.id = %record.id,
             run.workflow = ?submission.workflow,
         );
+        // With shared signals, a cancellation asked of another replica reaches this run.
+        let done = CancellationToken::new();
+        if let Some(signals) = self.signals.clone() {
+            let (id, cancel, done) = (record.id.clone(), cancel.clone(), done.clone());
+            self.runtime.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        () = done.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    if matches!(signals.cancel_requested(&id).await, Ok(true)) {
+                        tracing::info!(run = %id, "cancelled through another replica");
+                        cancel.cancel();
+                        return;
+                    }
+                }
+            });
+        }
         self.runtime.spawn(
             async move {
                 job.execute(run, submission, mode, workspace, cancel, state, events)
                     .await;
+                done.cancel();
             }
             .instrument(span),
         );
         Ok(record)
+    }
+
+    /// Asks a run to stop wherever it runs: here at once, or, with shared signals (Redis), in the
+    /// replica that holds it (within a second). False when it is not live here and there is no
+    /// way to reach another replica.
+    pub async fn cancel_anywhere(&self, id: &str) -> bool {
+        if self.cancel(id) {
+            return true;
+        }
+        match &self.signals {
+            Some(signals) => match signals.request_cancel(id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(run = id, error = %e, "cancellation not passed on");
+                    false
+                }
+            },
+            None => false,
+        }
     }
 
     /// Asks a queued or running run to stop; false when it is not live here.
