@@ -15,8 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::keys::{self, Scopes};
-use crate::store::{KeyInfo, RunFilter, RunRecord, RunState, Store, StoreError};
+use crate::keys::Scopes;
+use crate::store::{
+    AuthCache, KeyInfo, RunFilter, RunRecord, RunState, Store, StoreError, new_key,
+};
 
 /// How often a process renews the heartbeat of the runs it owns.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -53,8 +55,8 @@ pub struct PgStore {
     pool: PgPool,
     /// This process's id, written as the owner of the runs it inserts.
     instance: String,
-    /// Keys recently verified (as in the SQLite store): see [`crate::store::AUTH_CACHE_TTL`].
-    verified: moka::sync::Cache<[u8; 32], (String, Scopes)>,
+    /// Keys recently verified (as in the SQLite store).
+    verified: AuthCache,
     /// Where the database is, without credentials, for messages.
     shown: String,
     /// Held by every handle: the heartbeat task stops once the last handle is gone.
@@ -107,10 +109,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             instance: uuid::Uuid::now_v7().simple().to_string(),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(crate::store::AUTH_CACHE_TTL)
-                .build(),
+            verified: AuthCache::new(),
             shown,
             alive: std::sync::Arc::new(()),
         };
@@ -259,26 +258,19 @@ impl Store for PgStore {
         name: &str,
         scopes: &Scopes,
     ) -> Result<(KeyInfo, String), StoreError> {
-        let new = keys::generate()?;
-        let info = KeyInfo {
-            id: new.id.clone(),
-            name: name.to_owned(),
-            scopes: scopes.clone(),
-            created_at: Utc::now(),
-            revoked_at: None,
-        };
+        let (info, hash, key) = new_key(name, scopes)?;
         sqlx::query(
             "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&info.id)
         .bind(&info.name)
-        .bind(&new.hash)
+        .bind(&hash)
         .bind(scopes.to_list())
         .bind(info.created_at)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok((info, new.key))
+        Ok((info, key))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
@@ -294,7 +286,7 @@ impl Store for PgStore {
     }
 
     async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
-        self.verified.invalidate_all();
+        self.verified.forget_all();
         let n = sqlx::query(
             "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
         )
@@ -307,39 +299,17 @@ impl Store for PgStore {
     }
 
     async fn authenticate(&self, presented: &str) -> Result<Option<(String, Scopes)>, StoreError> {
-        let Some((id, secret)) = keys::parse(presented) else {
-            return Ok(None);
-        };
-        use sha2::Digest as _;
-        let fingerprint: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
-        if let Some(known) = self.verified.get(&fingerprint) {
-            return Ok(Some(known));
-        }
-        let row =
-            sqlx::query("SELECT hash, scopes FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
+        self.verified
+            .authenticate(presented, |id| async move {
+                sqlx::query_as(
+                    "SELECT hash, scopes FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+                )
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?;
-        let found = match row {
-            Some(row) => {
-                let hash: String = row.try_get("hash").map_err(db)?;
-                let scopes: String = row.try_get("scopes").map_err(db)?;
-                if keys::verify(secret, &hash) {
-                    Some((
-                        id.to_owned(),
-                        Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
-                    ))
-                } else {
-                    None
-                }
-            }
-            None => None,
-        };
-        if let Some(known) = &found {
-            self.verified.insert(fingerprint, known.clone());
-        }
-        Ok(found)
+                .map_err(db)
+            })
+            .await
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {

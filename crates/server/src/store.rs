@@ -195,14 +195,87 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// Keys recently verified, by the SHA-256 of the presented key: a request with a known key
-    /// skips the database. Entries live [`AUTH_CACHE_TTL`], so a key revoked by another process
-    /// (`aetherflow-api keys revoke`) stops working within that time.
-    verified: moka::sync::Cache<[u8; 32], (String, Scopes)>,
+    /// Keys recently verified (a key revoked by another process, `aetherflow-api keys revoke`,
+    /// stops working within [`AUTH_CACHE_TTL`]).
+    verified: AuthCache,
 }
 
 /// How long a verified key is trusted without asking the database again.
 pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keys recently verified, by the SHA-256 of the presented key, shared by every store: a request
+/// with a known key skips the database. Only valid keys are remembered (guesses cannot fill it);
+/// entries live [`AUTH_CACHE_TTL`], so a revocation by another process takes effect within that
+/// time, and at once in this one ([`AuthCache::forget_all`]).
+#[derive(Clone)]
+pub(crate) struct AuthCache {
+    verified: moka::sync::Cache<[u8; 32], (String, Scopes)>,
+}
+
+impl AuthCache {
+    pub(crate) fn new() -> Self {
+        AuthCache {
+            verified: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(AUTH_CACHE_TTL)
+                .build(),
+        }
+    }
+
+    /// Verifies `presented`: from the cache, else through `lookup` (the stored hash and scopes of
+    /// a key id, if unrevoked). Malformed keys never reach the database.
+    pub(crate) async fn authenticate<F, Fut>(
+        &self,
+        presented: &str,
+        lookup: F,
+    ) -> Result<Option<(String, Scopes)>, StoreError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<(String, String)>, StoreError>>,
+    {
+        let Some((id, secret)) = keys::parse(presented) else {
+            return Ok(None);
+        };
+        use sha2::Digest as _;
+        let fingerprint: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        if let Some(known) = self.verified.get(&fingerprint) {
+            return Ok(Some(known));
+        }
+        let found = match lookup(id.to_owned()).await? {
+            Some((hash, scopes)) if keys::verify(secret, &hash) => Some((
+                id.to_owned(),
+                Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
+            )),
+            _ => None,
+        };
+        if let Some(known) = &found {
+            self.verified.insert(fingerprint, known.clone());
+        }
+        Ok(found)
+    }
+
+    /// Forgets every verified key (a revocation in this process).
+    pub(crate) fn forget_all(&self) {
+        self.verified.invalidate_all();
+    }
+}
+
+/// A new key named `name` with `scopes`: what is listed, the hash to store, and the key itself
+/// (shown once, never stored).
+pub(crate) fn new_key(
+    name: &str,
+    scopes: &Scopes,
+) -> Result<(KeyInfo, String, String), StoreError> {
+    let new = keys::generate()?;
+    let info = KeyInfo {
+        id: new.id,
+        name: name.to_owned(),
+        scopes: scopes.clone(),
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    Ok((info, new.hash, new.key))
+}
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,10 +316,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(AUTH_CACHE_TTL)
-                .build(),
+            verified: AuthCache::new(),
         })
     }
 
@@ -356,18 +426,11 @@ impl Store for SqliteStore {
         name: &str,
         scopes: &Scopes,
     ) -> Result<(KeyInfo, String), StoreError> {
-        let new = keys::generate()?;
-        let info = KeyInfo {
-            id: new.id.clone(),
-            name: name.to_owned(),
-            scopes: scopes.clone(),
-            created_at: Utc::now(),
-            revoked_at: None,
-        };
+        let (info, hash, key) = new_key(name, scopes)?;
         let row = (
             info.id.clone(),
             info.name.clone(),
-            new.hash.clone(),
+            hash,
             scopes.to_list(),
             info.created_at.to_rfc3339(),
         );
@@ -379,7 +442,7 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await?;
-        Ok((info, new.key))
+        Ok((info, key))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
@@ -395,7 +458,7 @@ impl Store for SqliteStore {
 
     async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         // In this process, at once.
-        self.verified.invalidate_all();
+        self.verified.forget_all();
         let id = id.to_owned();
         self.call(move |c| {
             let n = c.execute(
@@ -408,38 +471,18 @@ impl Store for SqliteStore {
     }
 
     async fn authenticate(&self, presented: &str) -> Result<Option<(String, Scopes)>, StoreError> {
-        let Some((id, secret)) = keys::parse(presented) else {
-            return Ok(None);
-        };
-        use sha2::Digest as _;
-        let fingerprint: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
-        if let Some(known) = self.verified.get(&fingerprint) {
-            return Ok(Some(known));
-        }
-        let (id, secret) = (id.to_owned(), secret.to_owned());
-        let found = self
-            .call(move |c| {
-                let row: Option<(String, String)> = c
-                    .query_row(
+        self.verified
+            .authenticate(presented, |id| {
+                self.call(move |c| {
+                    Ok(c.query_row(
                         "SELECT hash, scopes FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
                         params![id],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
-                    .optional()?;
-                match row {
-                    Some((hash, scopes)) if keys::verify(&secret, &hash) => Ok(Some((
-                        id,
-                        Scopes::parse_list(&scopes).map_err(StoreError::Corrupt)?,
-                    ))),
-                    _ => Ok(None),
-                }
+                    .optional()?)
+                })
             })
-            .await?;
-        // Only valid keys are remembered: guesses cannot fill the cache.
-        if let Some(known) = &found {
-            self.verified.insert(fingerprint, known.clone());
-        }
-        Ok(found)
+            .await
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
