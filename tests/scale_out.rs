@@ -316,39 +316,18 @@ async fn losing_redis_refuses_budgeted_calls_and_marks_not_ready_until_it_is_bac
     assert_eq!(ready.status(), 200);
 }
 
-/// `aetherflow-api keys create` against the store at `store_url`.
-fn create_key_in(dir: &std::path::Path, store_url: &str, scopes: &str) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
-    cmd.env_clear();
-    support::keep_coverage_env(&mut cmd);
-    let out = cmd
-        .current_dir(dir)
-        .env("AETHERFLOW_SERVER__STORE_URL", store_url)
-        .args(["keys", "create", "--name", "shared", "--scopes", scopes])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn run_history_is_shared_through_postgres_and_outlives_the_replica_that_ran_it() {
-    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
-        return;
-    };
+/// Two offline replicas in folders of their own (each with a copy of the example workspace),
+/// sharing nothing but the PostgreSQL at `pg` and the settings in `extra`; a key with
+/// `runs:write,runs:read` made in that store; and the example plan.
+fn pg_replicas(
+    pg: &aetherflow_server::testing::TestPostgres,
+    extra: &[(&str, &str)],
+) -> ([Server; 2], String, Value, [tempfile::TempDir; 2]) {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let plan: Value = serde_json::from_str(
         &std::fs::read_to_string(repo.join("examples/todo-api/plan.json")).expect("plan"),
     )
     .expect("json");
-    // Two replicas in separate folders: nothing shared but the database.
     let dirs = [
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -362,16 +341,30 @@ async fn run_history_is_shared_through_postgres_and_outlives_the_replica_that_ra
             .expect("cp");
         assert!(status.success());
     }
-    let key = create_key_in(dirs[0].path(), pg.url(), "runs:write,runs:read");
+    let store = [("AETHERFLOW_SERVER__STORE_URL", pg.url())];
+    let key = support::create_key_with(dirs[0].path(), "runs:write,runs:read", &store);
     let runtime = runtime_dir();
-    let env = [
+    let mut env = vec![
         ("AETHERFLOW_SERVER__OFFLINE", "true"),
         ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
         ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
         ("AETHERFLOW_SERVER__STORE_URL", pg.url()),
     ];
-    let a = start_in(dirs[0].path(), &env);
-    let b = start_in(dirs[1].path(), &env);
+    env.extend_from_slice(extra);
+    let replicas = [
+        start_in(dirs[0].path(), &env),
+        start_in(dirs[1].path(), &env),
+    ];
+    (replicas, key, plan, dirs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_history_is_shared_through_postgres_and_outlives_the_replica_that_ran_it() {
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    // Two replicas in separate folders: nothing shared but the database.
+    let ([a, b], key, plan, _dirs) = pg_replicas(&pg, &[]);
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/v1/runs?wait=60", a.base))
@@ -465,38 +458,15 @@ async fn a_run_is_cancelled_through_a_replica_that_does_not_run_it() {
     let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
         return;
     };
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let plan: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo.join("examples/todo-api/plan.json")).expect("plan"),
-    )
-    .expect("json");
-    let dirs = [
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    ];
-    for d in &dirs {
-        let status = std::process::Command::new("cp")
-            .args(["-r"])
-            .arg(repo.join("examples/todo-api/workspace"))
-            .arg(d.path().join("ws"))
-            .status()
-            .expect("cp");
-        assert!(status.success());
-    }
-    let key = create_key_in(dirs[0].path(), pg.url(), "runs:write,runs:read");
-    let runtime = runtime_dir();
-    let env = [
-        ("AETHERFLOW_SERVER__OFFLINE", "true"),
-        ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
-        ("AETHERFLOW_SANDBOX_RUNTIME", runtime.as_str()),
-        ("AETHERFLOW_SERVER__STORE_URL", pg.url()),
-        ("AETHERFLOW_REDIS__URL", redis.url()),
-        ("AETHERFLOW_REDIS__NAMESPACE", redis.namespace()),
-        // Every mock answer takes 3 s: the run is still going when the cancel arrives.
-        ("AETHERFLOW_MOCK__LATENCY_MS", "3000"),
-    ];
-    let a = start_in(dirs[0].path(), &env);
-    let b = start_in(dirs[1].path(), &env);
+    let ([a, b], key, plan, _dirs) = pg_replicas(
+        &pg,
+        &[
+            ("AETHERFLOW_REDIS__URL", redis.url()),
+            ("AETHERFLOW_REDIS__NAMESPACE", redis.namespace()),
+            // Every mock answer takes 3 s: the run is still going when the cancel arrives.
+            ("AETHERFLOW_MOCK__LATENCY_MS", "3000"),
+        ],
+    );
     let client = reqwest::Client::new();
     let queued: Value = client
         .post(format!("{}/v1/runs", a.base))

@@ -84,10 +84,20 @@ pub fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
 
 /// `aetherflow-api keys …` in `dir`.
 pub fn keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    keys_with(dir, args, &[])
+}
+
+/// `aetherflow-api keys …` in `dir`, with settings from `env` (a shared store, say).
+pub fn keys_with(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
     cmd.env_clear();
     keep_coverage_env(&mut cmd)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .arg("keys")
         .args(args)
         .output()
@@ -96,7 +106,12 @@ pub fn keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 /// A new key with `scopes` in `dir`'s database.
 pub fn create_key(dir: &std::path::Path, scopes: &str) -> String {
-    let out = keys(dir, &["create", "--name", "test", "--scopes", scopes]);
+    create_key_with(dir, scopes, &[])
+}
+
+/// A new key with `scopes`, in the store `env` points at.
+pub fn create_key_with(dir: &std::path::Path, scopes: &str, env: &[(&str, &str)]) -> String {
+    let out = keys_with(dir, &["create", "--name", "test", "--scopes", scopes], env);
     assert!(
         out.status.success(),
         "{}",

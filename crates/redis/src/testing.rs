@@ -41,22 +41,7 @@ impl TestRedis {
         let Some(port) = free_port() else {
             panic!("no free loopback port for a test Redis");
         };
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let spawned = spawn_server(port);
         let child = match spawned {
             Ok(c) => c,
             Err(_) if std::env::var_os("AETHERFLOW_REQUIRE_REDIS").is_some() => {
@@ -124,21 +109,7 @@ impl TestRedis {
         if self.child.is_some() {
             return;
         }
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server restarts");
+        let child = spawn_server(port).expect("redis-server restarts");
         self.child = Some(child);
         self.wait_ready();
     }
@@ -148,6 +119,23 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `redis-server` on loopback `port`, with nothing written to disk.
+fn spawn_server(port: u16) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 fn free_port() -> Option<u16> {
