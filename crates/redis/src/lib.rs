@@ -18,6 +18,7 @@ pub mod keys;
 pub mod queue;
 pub mod ratelimit;
 pub mod signals;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::fmt;

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pg;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeouts;
 pub mod trace;
