@@ -83,6 +83,15 @@ pub async fn render_events(mut rx: UnboundedReceiver<RunEvent>, output: Output, 
                 }
                 line
             }
+            RunEvent::StepRestored { step_id, status } => {
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+                format!(
+                    "{:<7} {step_id} (from an earlier attempt)",
+                    status_word(*status)
+                )
+            }
             RunEvent::StepSkipped { step_id, reason } => {
                 if let Some(bar) = &bar {
                     bar.inc(1);

@@ -74,6 +74,11 @@ pub struct RunOptions {
     /// Budget scopes this run's calls also count against (an API key's day, say), besides
     /// the run, the day and the month; their caps are set on the shared `Budgets`.
     pub extra_scopes: Vec<Scope>,
+    /// Steps an earlier attempt at this run finished: restored as they ended, not run again
+    /// (their spend counts against `budget`).
+    pub resume: crate::journal::Finished,
+    /// Where each step is recorded as it finishes (`None`: nowhere).
+    pub journal: Option<Arc<dyn crate::journal::StepJournal>>,
 }
 
 /// What a run does with each step.
@@ -110,6 +115,8 @@ impl Default for RunOptions {
             pass: Pass::Generate,
             stage: None,
             extra_scopes: Vec::new(),
+            resume: crate::journal::Finished::default(),
+            journal: None,
         }
     }
 }
@@ -365,9 +372,17 @@ impl Orchestrator {
         let today = started_at.format("%Y-%m-%d").to_string();
         let month = started_at.format("%Y-%m").to_string();
         if let Some(cap) = options.budget {
-            self.resilience
-                .budgets
-                .set_cap(run_scope.clone(), Some(cap));
+            // Steps restored from an earlier attempt already spent part of the cap.
+            let restored: u64 = options
+                .resume
+                .values()
+                .filter(|s| s.is_final())
+                .map(|s| s.report.cost.as_micros())
+                .sum();
+            self.resilience.budgets.set_cap(
+                run_scope.clone(),
+                Some(Money::from_micros(cap.as_micros().saturating_sub(restored))),
+            );
         }
         let shared = Arc::new(Shared {
             plan: Arc::clone(&plan),
@@ -440,6 +455,27 @@ impl Orchestrator {
                     .any(|&j| writes[j].iter().any(|f| writes[i].contains(f)))
                 {
                     deferred.push(i);
+                    continue;
+                }
+                // Finished by an earlier attempt at this run: taken as it ended.
+                if let Some(done) = options.resume.get(&steps[i].id).filter(|d| d.is_final()) {
+                    tracing::info!(step = %reports[i].id, status = ?done.report.status, "step restored from an earlier attempt");
+                    reports[i] = done.report.clone();
+                    outputs[i] = done.output.as_deref().map(Arc::from);
+                    files[i] = done.files.clone();
+                    if let (Some(dir), Some(text)) = (&run_dir, &outputs[i]) {
+                        match dir.write_step_output(&reports[i].id, text).await {
+                            Ok(name) => reports[i].output_file = Some(name),
+                            Err(e) => {
+                                tracing::warn!(step = %reports[i].id, error = %e, "could not write step output")
+                            }
+                        }
+                    }
+                    events.emit(RunEvent::StepRestored {
+                        step_id: reports[i].id.clone(),
+                        status: reports[i].status,
+                    });
+                    release(&plan, i, &mut waiting_on, &mut ready);
                     continue;
                 }
                 // A double-check reviews each step's files on their own: order does not matter.
@@ -567,6 +603,19 @@ impl Orchestrator {
                                 duration: reports[index].duration,
                                 reason: reports[index].reason.clone(),
                             });
+                            // Recorded before anything that depends on it starts.
+                            if let Some(journal) = &options.journal {
+                                let finished = crate::journal::FinishedStep {
+                                    report: reports[index].clone(),
+                                    output: outputs[index].as_deref().map(str::to_owned),
+                                    files: files[index].clone(),
+                                };
+                                if finished.is_final()
+                                    && let Err(e) = journal.record(&finished).await
+                                {
+                                    tracing::warn!(step = %reports[index].id, error = %e, "step completion not recorded: a resumed run would run it again");
+                                }
+                            }
                         }
                         None if cancelled => finish(
                             &mut reports[index],

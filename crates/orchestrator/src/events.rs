@@ -48,6 +48,14 @@ pub enum RunEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A step finished in an earlier attempt at this run (by a worker that stopped before the
+    /// run ended) and was taken as it was: not sent or applied again.
+    StepRestored {
+        /// The step.
+        step_id: StepId,
+        /// How it ended then.
+        status: StepStatus,
+    },
     /// A step was not run because a dependency did not succeed.
     StepSkipped {
         /// The step.

@@ -31,6 +31,7 @@ pub mod call;
 mod engine;
 mod events;
 pub mod extract;
+pub mod journal;
 mod output;
 pub mod patch;
 pub mod prompt;

@@ -1043,3 +1043,122 @@ async fn steps_that_write_the_same_file_never_run_at_once() {
         .collect();
     assert_eq!(started, ["a1", "a2", "a3"]);
 }
+
+/// Keeps what the engine records, as a store would.
+#[derive(Debug, Default)]
+struct MemoryJournal(Mutex<Vec<aetherflow_orchestrator::journal::FinishedStep>>);
+
+#[async_trait]
+impl aetherflow_orchestrator::journal::StepJournal for MemoryJournal {
+    async fn record(
+        &self,
+        step: &aetherflow_orchestrator::journal::FinishedStep,
+    ) -> Result<(), String> {
+        self.0.lock().expect("lock").push(step.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_run_restores_recorded_steps_and_runs_only_the_rest() {
+    let (_d, ws) = workspace();
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let journal = Arc::new(MemoryJournal::default());
+    let options = RunOptions {
+        concurrency: NonZeroUsize::MIN,
+        journal: Some(Arc::clone(&journal) as _),
+        ..RunOptions::default()
+    };
+    let (first, _) = run(&orchestrator, chain_with_side_branch(), &options).await;
+    assert_eq!(first.report.totals.succeeded, 4);
+    let recorded = journal.0.lock().expect("lock").clone();
+    assert_eq!(recorded.len(), 4, "every finished step is recorded once");
+    let a = recorded
+        .iter()
+        .find(|s| s.report.id.as_str() == "a")
+        .expect("a recorded");
+    assert_eq!(a.files.len(), 1, "with the file it produced");
+    assert!(a.output.is_some(), "and its answer");
+
+    // A process that died after `a` and `side`: a resumed run sends only `b` and `c`, and `b`
+    // still reads `a`'s answer.
+    let before = recording.requests.lock().expect("lock").len();
+    let resume: std::collections::HashMap<_, _> = recorded
+        .iter()
+        .filter(|s| ["a", "side"].contains(&s.report.id.as_str()))
+        .map(|s| (s.report.id.clone(), s.clone()))
+        .collect();
+    let resumed = RunOptions {
+        resume: Arc::new(resume),
+        journal: None,
+        ..options.clone()
+    };
+    let (second, events) = run(&orchestrator, chain_with_side_branch(), &resumed).await;
+    let sent = recording.requests.lock().expect("lock")[before..].to_vec();
+    assert_eq!(sent.len(), 2, "only b and c are sent again");
+    let b_prompt = format!("{:?}", sent[0].messages);
+    assert!(
+        b_prompt.contains(
+            a.output
+                .as_deref()
+                .expect("output")
+                .lines()
+                .next()
+                .unwrap_or("")
+        ),
+        "b reads a's restored answer"
+    );
+    assert_eq!(second.report.steps.len(), 4, "one result per step");
+    assert_eq!(second.report.totals.succeeded, 4);
+    assert_eq!(
+        second.report.steps[0], a.report,
+        "a's report is the one it ended with"
+    );
+    assert_eq!(second.files[0], a.files, "and its files");
+    let restored: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StepRestored { step_id, .. } => Some(step_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restored, ["a", "side"]);
+}
+
+#[tokio::test]
+async fn a_restored_steps_spend_counts_against_the_run_budget() {
+    let (_d, ws) = workspace();
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let journal = Arc::new(MemoryJournal::default());
+    let options = RunOptions {
+        concurrency: NonZeroUsize::MIN,
+        journal: Some(Arc::clone(&journal) as _),
+        ..RunOptions::default()
+    };
+    let (first, _) = run(&orchestrator, chain_with_side_branch(), &options).await;
+    let recorded = journal.0.lock().expect("lock").clone();
+    let a = recorded
+        .iter()
+        .find(|s| s.report.id.as_str() == "a")
+        .expect("a recorded")
+        .clone();
+    assert!(a.report.cost.as_micros() > 0);
+    // A cap that a's spend already uses up: nothing else can be sent.
+    let resumed = RunOptions {
+        budget: Some(a.report.cost),
+        resume: Arc::new([(a.report.id.clone(), a.clone())].into_iter().collect()),
+        journal: None,
+        ..options.clone()
+    };
+    let before = recording.requests.lock().expect("lock").len();
+    let (second, _) = run(&orchestrator, chain_with_side_branch(), &resumed).await;
+    assert_eq!(
+        recording.requests.lock().expect("lock").len(),
+        before,
+        "no call fits in what is left of the cap"
+    );
+    assert_eq!(second.report.steps[0].status, StepStatus::Succeeded);
+    assert!(second.report.totals.cost <= first.report.totals.cost);
+}
