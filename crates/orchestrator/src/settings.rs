@@ -55,6 +55,40 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The OpenAI-compatible gateway.
     pub gateway: GatewaySettings,
+    /// The job queue between API replicas and workers (on Redis); off by default.
+    pub queue: QueueSettings,
+}
+
+/// `[queue]`: plan runs submitted to any API replica go on a Redis stream and are run by
+/// `aetherflow-api worker` processes. Needs `redis.url`, and a store every process shares
+/// (`server.store_url`, or one SQLite file on one host).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// API replicas enqueue runs instead of running them.
+    pub enabled: bool,
+    /// Runs queued or held by workers at most; more are refused with 503 and `Retry-After`.
+    pub max_len: u64,
+    /// Seconds a job may go unrenewed before another worker takes it over (a worker renews it
+    /// every third of this while it runs).
+    pub visibility_secs: u64,
+    /// Deliveries of one job before it is given up as failed (a run that keeps killing its
+    /// workers).
+    pub max_deliveries: u64,
+    /// Runs one worker process executes at once.
+    pub worker_concurrency: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            enabled: false,
+            max_len: 1_000,
+            visibility_secs: 60,
+            max_deliveries: 3,
+            worker_concurrency: 2,
+        }
+    }
 }
 
 /// `[gateway]`: the OpenAI-compatible gateway of `aetherflow-api`.
@@ -597,6 +631,7 @@ impl Settings {
         let prefixed: HashMap<String, String> = env
             .iter()
             .filter(|(k, _)| k.starts_with("AETHERFLOW_") && k.contains("__"))
+            .filter(|(k, _)| !SECRET_FILE_VARIABLES.iter().any(|(var, _)| var == k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         builder = builder.add_source(
@@ -605,7 +640,34 @@ impl Settings {
                 .separator("__")
                 .source(Some(prefixed)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        for (var, key) in SECRET_FILE_VARIABLES {
+            let Some(path) = env.get(*var) else { continue };
+            let slot = match *key {
+                "redis.url" => &mut settings.redis.url,
+                _ => &mut settings.server.store_url,
+            };
+            if slot.is_some() {
+                return Err(SettingsError::Invalid {
+                    key,
+                    message: format!("is set twice, directly and through {var}: keep one"),
+                });
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| SettingsError::KeyFile {
+                var: (*var).to_owned(),
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let value = text.trim();
+            if value.is_empty() {
+                return Err(SettingsError::KeyFile {
+                    var: (*var).to_owned(),
+                    path: path.clone(),
+                    message: "the file is empty".into(),
+                });
+            }
+            *slot = Some(SecretString::from(value.to_owned()));
+        }
         settings.check()?;
         Ok(settings)
     }
@@ -613,6 +675,28 @@ impl Settings {
     /// Checks ranges that the types alone do not.
     pub fn check(&self) -> Result<(), SettingsError> {
         self.sandbox.check()?;
+        if self.queue.enabled && self.redis.url.is_none() {
+            return Err(SettingsError::Invalid {
+                key: "queue.enabled",
+                message: "needs redis.url (AETHERFLOW_REDIS__URL): the queue lives in Redis".into(),
+            });
+        }
+        if self.queue.max_len == 0
+            || self.queue.visibility_secs < 3
+            || self.queue.max_deliveries == 0
+            || self.queue.worker_concurrency == 0
+        {
+            return Err(SettingsError::Invalid {
+                key: "queue",
+                message: format!(
+                    "max_len ({}), max_deliveries ({}) and worker_concurrency ({}) must be positive and visibility_secs ({}) at least 3",
+                    self.queue.max_len,
+                    self.queue.max_deliveries,
+                    self.queue.worker_concurrency,
+                    self.queue.visibility_secs
+                ),
+            });
+        }
         if let Some(bad) =
             self.server.cors_origins.iter().find(|o| {
                 o.contains('*') || !(o.starts_with("https://") || o.starts_with("http://"))
@@ -705,6 +789,13 @@ impl Settings {
         Ok(())
     }
 }
+
+/// Secret settings that may instead be read from a file a variable names (a Docker or
+/// Kubernetes secret): the variable, and the setting it fills.
+pub const SECRET_FILE_VARIABLES: &[(&str, &str)] = &[
+    ("AETHERFLOW_REDIS__URL_FILE", "redis.url"),
+    ("AETHERFLOW_SERVER__STORE_URL_FILE", "server.store_url"),
+];
 
 /// Each provider and the environment variables its keys are read from, in priority order.
 pub const KEY_VARIABLES: &[(&str, &[&str])] = &[
@@ -928,6 +1019,63 @@ mod tests {
         ]))
         .expect("keys");
         assert_eq!(keys.get("gemini").expect("pool")[0].expose(), "first");
+    }
+
+    #[test]
+    fn shared_state_urls_can_come_from_secret_files_and_never_twice() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().expect("dir");
+        let redis = dir.path().join("redis_url");
+        let pg = dir.path().join("store_url");
+        std::fs::write(&redis, "redis://:s3cret@redis:6379/0\n").expect("write");
+        std::fs::write(&pg, "postgres://af:pw@db/af").expect("write");
+        let settings = Settings::load(
+            None,
+            dir.path(),
+            &env(&[
+                ("AETHERFLOW_REDIS__URL_FILE", redis.to_str().expect("utf-8")),
+                (
+                    "AETHERFLOW_SERVER__STORE_URL_FILE",
+                    pg.to_str().expect("utf-8"),
+                ),
+                ("AETHERFLOW_QUEUE__ENABLED", "true"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            settings
+                .redis
+                .url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned()),
+            Some("redis://:s3cret@redis:6379/0".to_owned()),
+            "trimmed"
+        );
+        assert!(settings.server.store_url.is_some());
+        assert!(settings.queue.enabled);
+        let twice = Settings::load(
+            None,
+            dir.path(),
+            &env(&[
+                ("AETHERFLOW_REDIS__URL_FILE", redis.to_str().expect("utf-8")),
+                ("AETHERFLOW_REDIS__URL", "redis://other"),
+            ]),
+        )
+        .expect_err("two sources");
+        assert!(twice.to_string().contains("keep one"), "{twice}");
+        assert!(!twice.to_string().contains("s3cret"), "{twice}");
+    }
+
+    #[test]
+    fn the_queue_needs_redis() {
+        let dir = tempfile::tempdir().expect("dir");
+        let err = Settings::load(
+            None,
+            dir.path(),
+            &env(&[("AETHERFLOW_QUEUE__ENABLED", "true")]),
+        )
+        .expect_err("no redis");
+        assert!(err.to_string().contains("needs redis.url"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod breaker;
 pub mod budget;
 pub mod cache;
+pub mod events;
 pub mod keys;
 pub mod queue;
 pub mod ratelimit;

@@ -136,3 +136,36 @@ async fn without_redis_the_queue_says_so() {
     let err = q.enqueue("x").await.expect_err("no redis");
     assert!(err.contains("127.0.0.1:9"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_events_are_read_after_a_sequence_number_and_end_with_the_status() {
+    use aetherflow_redis::events::{Published, RedisEvents};
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let events = RedisEvents::new(Shared::connect(&redis.settings()).expect("url"));
+    assert!(events.read_after("r1", 0).await.expect("redis").is_empty());
+    for seq in 1..=3 {
+        events
+            .publish("r1", seq, &format!(r#"{{"n":{seq}}}"#))
+            .await
+            .expect("redis");
+    }
+    events.publish("r2", 1, "other run").await.expect("redis");
+    assert!(
+        events.publish("r1", 2, "replayed").await.is_err(),
+        "an event numbered below the last is refused"
+    );
+    assert_eq!(
+        events.read_after("r1", 1).await.expect("redis"),
+        [
+            Published::Event(2, r#"{"n":2}"#.into()),
+            Published::Event(3, r#"{"n":3}"#.into())
+        ]
+    );
+    events.finish("r1", "succeeded").await.expect("redis");
+    assert_eq!(
+        events.read_after("r1", 3).await.expect("redis"),
+        [Published::End("succeeded".into())]
+    );
+}

@@ -25,7 +25,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long without a heartbeat before an unfinished run counts as orphaned.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
-/// The schema version this code reads and writes; start-up refuses a newer database.
+/// The schema version this code reads and writes; start-up refuses a newer database. Adding a
+/// table (`CREATE TABLE IF NOT EXISTS`, which older code ignores) keeps the version.
 pub const SCHEMA_VERSION: i32 = 1;
 
 const SCHEMA: &[&str] = &[
@@ -42,6 +43,9 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS runs_key ON runs (key_id, created_at)",
     "CREATE TABLE IF NOT EXISTS run_events (
         run_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (run_id, seq))",
+    "CREATE TABLE IF NOT EXISTS run_steps (
+        run_id TEXT NOT NULL, pass INTEGER NOT NULL, step_id TEXT NOT NULL, finished TEXT NOT NULL,
+        PRIMARY KEY (run_id, pass, step_id))",
     "CREATE TABLE IF NOT EXISTS audit (
         at TIMESTAMPTZ NOT NULL, key_id TEXT, action TEXT NOT NULL, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS key_spend (
@@ -339,13 +343,15 @@ impl Store for PgStore {
     async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE runs SET status = $2, finished_at = $3, reports = $4, error = $5,
-                 heartbeat = now() WHERE id = $1",
+                 owner = $6, heartbeat = now() WHERE id = $1",
         )
         .bind(&run.id)
         .bind(run.status.as_str())
         .bind(run.finished_at)
         .bind(serde_json::Value::Array(run.reports.clone()))
         .bind(&run.error)
+        // Whoever writes a run holds it now (a worker that took it over from the queue).
+        .bind(&self.instance)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -460,6 +466,50 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn last_event_seq(&self, run_id: &str) -> Result<u64, StoreError> {
+        let seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    async fn record_step(
+        &self,
+        run_id: &str,
+        pass: u32,
+        step_id: &str,
+        finished: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO run_steps (run_id, pass, step_id, finished) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id, pass, step_id) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(i32::try_from(pass).unwrap_or(i32::MAX))
+        .bind(step_id)
+        .bind(finished)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn finished_steps(&self, run_id: &str) -> Result<Vec<(u32, String, String)>, StoreError> {
+        let rows: Vec<(i32, String, String)> =
+            sqlx::query_as("SELECT pass, step_id, finished FROM run_steps WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(pass, step, json)| (u32::try_from(pass).unwrap_or(0), step, json))
+            .collect())
     }
 
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError> {

@@ -180,6 +180,21 @@ pub trait Store: Send + Sync + 'static {
         label: &str,
         micros: u64,
     ) -> Result<(), StoreError>;
+    /// The highest event sequence number of a run (0: none yet), so a process taking a run over
+    /// numbers its events after the ones already there.
+    async fn last_event_seq(&self, run_id: &str) -> Result<u64, StoreError>;
+    /// Records that step `step_id` of pass `pass` of a run finished, as `finished` (JSON). The
+    /// first record wins: a later one for the same step (a process that lost the run and had
+    /// not noticed yet) is ignored.
+    async fn record_step(
+        &self,
+        run_id: &str,
+        pass: u32,
+        step_id: &str,
+        finished: &str,
+    ) -> Result<(), StoreError>;
+    /// The steps of a run recorded as finished: `(pass, step id, JSON)`, in no set order.
+    async fn finished_steps(&self, run_id: &str) -> Result<Vec<(u32, String, String)>, StoreError>;
     /// Marks runs left queued or running by a previous process as interrupted; how many.
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError>;
     /// Appends to the audit trail.
@@ -294,6 +309,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
 CREATE TABLE IF NOT EXISTS run_events (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL, pass INTEGER NOT NULL, step_id TEXT NOT NULL, finished TEXT NOT NULL,
+    PRIMARY KEY (run_id, pass, step_id));
 CREATE TABLE IF NOT EXISTS audit (
     at TEXT NOT NULL, key_id TEXT, action TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS key_spend (
@@ -637,6 +655,54 @@ impl Store for SqliteStore {
                 params![Utc::now().to_rfc3339(), key_id, label, micros],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self, run_id: &str) -> Result<u64, StoreError> {
+        let run_id = run_id.to_owned();
+        self.call(move |c| {
+            let seq: i64 = c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )?;
+            Ok(u64::try_from(seq).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn record_step(
+        &self,
+        run_id: &str,
+        pass: u32,
+        step_id: &str,
+        finished: &str,
+    ) -> Result<(), StoreError> {
+        let (run_id, step_id, finished) =
+            (run_id.to_owned(), step_id.to_owned(), finished.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO run_steps (run_id, pass, step_id, finished)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, pass, step_id, finished],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finished_steps(&self, run_id: &str) -> Result<Vec<(u32, String, String)>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.call(move |c| {
+            let mut stmt =
+                c.prepare("SELECT pass, step_id, finished FROM run_steps WHERE run_id = ?1")?;
+            let rows = stmt
+                .query_map(params![run_id], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -139,6 +139,22 @@ async fn spend_events_and_audit(s: &dyn Store) {
     s.append_event("s1", 3, "e3'").await.expect("ok");
     let after = s.events_after("s1", 1).await.expect("ok");
     assert_eq!(after, [(2, "e2".to_owned()), (3, "e3'".to_owned())]);
+    assert_eq!(s.last_event_seq("s1").await.expect("ok"), 3);
+    assert_eq!(s.last_event_seq("s2").await.expect("ok"), 0, "none yet");
+    // Finished steps: the first record of a step wins; passes are told apart.
+    s.record_step("s1", 0, "a", "first").await.expect("ok");
+    s.record_step("s1", 0, "a", "second").await.expect("ok");
+    s.record_step("s1", 1, "a", "next pass").await.expect("ok");
+    s.record_step("s2", 0, "a", "other run").await.expect("ok");
+    let mut steps = s.finished_steps("s1").await.expect("ok");
+    steps.sort();
+    assert_eq!(
+        steps,
+        [
+            (0, "a".to_owned(), "first".to_owned()),
+            (1, "a".to_owned(), "next pass".to_owned())
+        ]
+    );
     s.audit(Some("k1"), "run.create", "s1").await.expect("ok");
     s.audit(None, "key.create", "k9").await.expect("ok");
     s.ping().await.expect("answers");
