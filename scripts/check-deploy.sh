@@ -163,6 +163,12 @@ compose_prod_config() {
     export AETHERFLOW_IMAGE
     compose_config "$WORK/prod.yaml" -f compose/compose.yaml -f compose/compose.prod.yaml
 }
+compose_scale_out_config() {
+    local AETHERFLOW_IMAGE="$PROD_IMAGE"
+    export AETHERFLOW_IMAGE
+    compose_config "$WORK/scale-out.yaml" -f compose/compose.yaml -f compose/compose.prod.yaml \
+        -f compose/compose.scale-out.yaml
+}
 if ! command -v docker >/dev/null 2>&1 && [ ! -x "$VENV/bin/docker-compose" ]; then
     skip "docker compose config" "neither the docker CLI with its compose plugin nor docker-compose is available"
 else
@@ -172,10 +178,15 @@ else
     check "docker compose config (base + dev)" \
         compose_config "$WORK/dev.yaml" -f compose/compose.yaml -f compose/compose.dev.yaml
     check "docker compose config (base + prod)" compose_prod_config
+    check "docker compose config (base + prod + scale-out)" compose_scale_out_config
     # compose-lint on what actually runs (the merged files): production must be clean down to
     # low severity; development may keep medium/low notes (no resource limits, a local tag).
     if [ -s "$WORK/prod.yaml" ]; then
         check "compose-lint (merged prod, fail on low)" compose-lint check -q --fail-on low "$WORK/prod.yaml"
+    fi
+    if [ -s "$WORK/scale-out.yaml" ]; then
+        check "compose-lint (merged prod + scale-out, fail on low)" \
+            compose-lint check -q --fail-on low "$WORK/scale-out.yaml"
     fi
     if [ -s "$WORK/dev.yaml" ]; then
         check "compose-lint (merged dev, fail on high)" compose-lint check -q --fail-on high "$WORK/dev.yaml"
@@ -232,7 +243,7 @@ check "checkov github_actions (.github/workflows)" checkov_run --framework githu
 check "checkov secrets (every deployment file)" checkov_run --framework secrets \
     -f Dockerfile -f .dockerignore -f deny.toml -f .pre-commit-config.yaml \
     -f compose/compose.yaml -f compose/compose.dev.yaml -f compose/compose.prod.yaml \
-    -d deploy/k8s -d .github/workflows
+    -f compose/compose.scale-out.yaml -d deploy/k8s -d .github/workflows
 
 # --- Settings names ------------------------------------------------------------------------------
 # Every AETHERFLOW_<SECTION>__<KEY> and *_API_KEY_FILE variable the deployment files set must be

@@ -505,3 +505,526 @@ async fn a_run_is_cancelled_through_a_replica_that_does_not_run_it() {
     }
     assert_eq!(status, "cancelled", "A cancelled the run B was asked to");
 }
+
+/// An OpenAI-compatible server for plan steps: answers the step whose task line names
+/// `STEP-<n>` with one Python block `VALUE = <n * 100 + k>`, `k` counting that step's requests
+/// from 1, after `delay`; counts requests per step.
+#[derive(Clone)]
+struct StepUpstream {
+    delay: Duration,
+    asked: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, u32>>>,
+}
+
+impl StepUpstream {
+    fn asked(&self, step: u32) -> u32 {
+        self.asked
+            .lock()
+            .expect("lock")
+            .get(&step)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Respond for StepUpstream {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let prompt = body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["role"] == "user")
+            .filter_map(|m| m["content"].as_str())
+            .collect::<String>();
+        // The task line only: other steps' answers appear in the prompt too.
+        let step = prompt
+            .split("## Task")
+            .nth(1)
+            .and_then(|t| t.trim_start().lines().next())
+            .and_then(|line| line.split("STEP-").nth(1))
+            .and_then(|n| n.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        let k = {
+            let mut asked = self.asked.lock().expect("lock");
+            let k = asked.entry(step).or_insert(0);
+            *k += 1;
+            *k
+        };
+        let content = format!("```python\nVALUE = {}\n```\n", step * 100 + k);
+        ResponseTemplate::new(200)
+            .set_delay(self.delay)
+            .set_body_json(json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "llama3.2",
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop"
+                }],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+            }))
+    }
+}
+
+/// A plan of `n` steps in a chain, step `k` writing `pkg/m<k>.py`.
+fn chain_plan(n: u32) -> Value {
+    numbered_chain(1, n)
+}
+
+/// As [`chain_plan`], its steps numbered from `first` (so two plans' steps are told apart).
+fn numbered_chain(first: u32, n: u32) -> Value {
+    let steps: Vec<Value> = (first..first + n)
+        .map(|k| {
+            let mut step = json!({
+                "id": format!("s{k}"),
+                "description": format!("Write the module STEP-{k} of the package"),
+                "type": "code_generation",
+                "context": {"files": [format!("pkg/m{k}.py")]}
+            });
+            if k > first {
+                step["dependencies"] = json!([format!("s{}", k - 1)]);
+            }
+            step
+        })
+        .collect();
+    json!({"task_id": "chain", "description": "A package built step by step", "steps": steps})
+}
+
+/// One API replica with the queue on and the settings workers share: one folder (the
+/// workspace `ws` and the key), PostgreSQL, Redis, an upstream answering each step after
+/// `delay`, and `extra`.
+struct QueueSetup {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    key: String,
+    upstream: StepUpstream,
+    _mock: MockServer,
+}
+
+impl QueueSetup {
+    async fn new(
+        redis: &TestRedis,
+        pg: &aetherflow_server::testing::TestPostgres,
+        delay: Duration,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let upstream = StepUpstream {
+            delay,
+            asked: Arc::default(),
+        };
+        let mock = MockServer::start().await;
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(upstream.clone())
+            .mount(&mock)
+            .await;
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::create_dir_all(dir.path().join("ws/pkg")).expect("workspace");
+        let store = [("AETHERFLOW_SERVER__STORE_URL", pg.url())];
+        let key = support::create_key_with(dir.path(), "runs:write,runs:read", &store);
+        let mut env: Vec<(String, String)> = [
+            ("AETHERFLOW_SERVER__WORKSPACE_ROOTS", "ws"),
+            ("AETHERFLOW_SANDBOX_RUNTIME", runtime_dir().as_str()),
+            ("AETHERFLOW_SERVER__STORE_URL", pg.url()),
+            ("AETHERFLOW_REDIS__URL", redis.url()),
+            ("AETHERFLOW_REDIS__NAMESPACE", redis.namespace()),
+            ("AETHERFLOW_QUEUE__ENABLED", "true"),
+            ("AETHERFLOW_RETRY__MAX_ATTEMPTS", "1"),
+            ("AETHERFLOW_CACHE__ENABLED", "false"),
+            (
+                "AETHERFLOW_PROVIDERS__OPENAI_COMPATIBLE__BASE_URL",
+                mock.uri().as_str(),
+            ),
+            ("AETHERFLOW_PROVIDERS__OPENAI_COMPATIBLE__MODEL", "llama3.2"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        env.dedup_by(|a, b| a.0 == b.0);
+        QueueSetup {
+            dir,
+            env,
+            key,
+            upstream,
+            _mock: mock,
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    fn api(&self) -> Server {
+        start_in(self.dir.path(), &self.env())
+    }
+
+    fn worker(&self) -> Server {
+        support::start_worker(self.dir.path(), &self.env())
+    }
+
+    async fn submit(&self, api: &Server, plan: &Value) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/runs", api.base))
+            .bearer_auth(&self.key)
+            .json(&json!({"plan": plan}))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(r.status(), 202, "queued");
+        let run: Value = r.json().await.expect("json");
+        assert_eq!(run["status"], "queued");
+        run["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn run(&self, api: &Server, id: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/runs/{id}", api.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn wait_final(&self, api: &Server, id: &str, within: Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let run = self.run(api, id).await;
+            if ["succeeded", "failed", "cancelled", "interrupted"]
+                .contains(&run["status"].as_str().unwrap_or_default())
+                || std::time::Instant::now() > deadline
+            {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn kill_9(server: &mut Server) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &server.child.id().to_string()])
+        .status();
+    let _ = server.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_run_is_taken_over_and_every_step_is_applied_once() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    let setup = QueueSetup::new(
+        &redis,
+        &pg,
+        Duration::from_millis(600),
+        &[("AETHERFLOW_QUEUE__VISIBILITY_SECS", "3")],
+    )
+    .await;
+    let api = setup.api();
+    let mut first = setup.worker();
+    let id = setup.submit(&api, &chain_plan(4)).await;
+    // Killed while step 3 is with the provider: steps 1 and 2 are applied and recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while setup.upstream.asked(3) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step 3 never started: {}",
+            setup.run(&api, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(&mut first);
+    let ws = setup.dir.path().join("ws/pkg");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("m2.py")).expect("step 2 applied"),
+        "VALUE = 201\n"
+    );
+    assert!(!ws.join("m3.py").exists(), "step 3 was cut short");
+    // Another worker takes the job over after the visibility timeout and finishes the run.
+    let _second = setup.worker();
+    let run = setup.wait_final(&api, &id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Steps 1 and 2 were neither sent nor applied again; step 3 was sent again (its first answer
+    // was never applied); every file holds the answer applied once.
+    let asked: Vec<u32> = (1..=4).map(|k| setup.upstream.asked(k)).collect();
+    assert_eq!(asked, [1, 1, 2, 1], "requests per step");
+    for (k, value) in [(1, 101), (2, 201), (3, 302), (4, 401)] {
+        assert_eq!(
+            std::fs::read_to_string(ws.join(format!("m{k}.py"))).expect("applied"),
+            format!("VALUE = {value}\n"),
+            "pkg/m{k}.py"
+        );
+    }
+    // One result per step in the final report.
+    let reports = run["reports"].as_array().expect("reports");
+    assert_eq!(reports.len(), 1, "one pass: {run}");
+    let steps: Vec<(&str, &str)> = reports[0]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("s1", "succeeded"),
+            ("s2", "succeeded"),
+            ("s3", "succeeded"),
+            ("s4", "succeeded")
+        ]
+    );
+    // The events, followed through the API replica (which runs nothing), show the takeover.
+    let body = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{id}/events", api.base))
+        .bearer_auth(&setup.key)
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("stream ends with the run");
+    let restored = body.matches("event: step_restored").count();
+    assert_eq!(restored, 2, "{body}");
+    assert!(
+        body.trim_end().ends_with(r#"data: {"status":"succeeded"}"#),
+        "{body}"
+    );
+    assert!(
+        redis_queue_is_empty(&redis).await,
+        "the job is acknowledged once the run is recorded"
+    );
+}
+
+async fn redis_queue_is_empty(redis: &TestRedis) -> bool {
+    let queue = aetherflow_redis::queue::RedisQueue::new(
+        aetherflow_redis::Shared::connect(&redis.settings()).expect("url"),
+        "runs",
+        10,
+        Duration::from_secs(3),
+    );
+    queue.is_empty().await.expect("redis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_worker_hands_its_run_back_and_a_cancel_reaches_the_worker_that_holds_a_run() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    // A long visibility timeout: only a hand-back lets another worker take the run soon.
+    // Each answer takes 1.5 s: past the grace period, the run is still far from its end.
+    let setup = QueueSetup::new(
+        &redis,
+        &pg,
+        Duration::from_millis(1500),
+        &[
+            ("AETHERFLOW_QUEUE__VISIBILITY_SECS", "120"),
+            ("AETHERFLOW_SERVER__SHUTDOWN_GRACE_SECS", "1"),
+        ],
+    )
+    .await;
+    let api = setup.api();
+    let first = setup.worker();
+    let id = setup.submit(&api, &chain_plan(4)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while setup.upstream.asked(2) == 0 {
+        assert!(std::time::Instant::now() < deadline, "step 2 never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGTERM (the drop): the run does not end within the 1 s grace, so it is handed back.
+    let stopped = std::time::Instant::now();
+    drop(first);
+    let handed_back = setup.run(&api, &id).await;
+    assert_eq!(handed_back["status"], "queued", "{handed_back}");
+    assert!(
+        setup.upstream.asked(4) == 0,
+        "the run was stopped before its end"
+    );
+    let _second = setup.worker();
+    let run = setup.wait_final(&api, &id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(60),
+        "taken up at once, not after the visibility timeout"
+    );
+    assert_eq!(setup.upstream.asked(1), 1, "step 1 was not sent again");
+
+    // A cancel sent to the API replica reaches the worker running the run.
+    let slow = setup.submit(&api, &numbered_chain(11, 8)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while setup.upstream.asked(12) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/runs/{slow}/cancel", api.base))
+        .bearer_auth(&setup.key)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), 202);
+    let run = setup.wait_final(&api, &slow, Duration::from_secs(30)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(setup.upstream.asked(18), 0, "the last step never started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_run_queue_answers_503_with_retry_after() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    let setup = QueueSetup::new(
+        &redis,
+        &pg,
+        Duration::ZERO,
+        &[("AETHERFLOW_QUEUE__MAX_LEN", "2")],
+    )
+    .await;
+    let api = setup.api();
+    // No worker: the queue fills.
+    let first = setup.submit(&api, &chain_plan(1)).await;
+    setup.submit(&api, &chain_plan(1)).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/runs", api.base))
+        .bearer_auth(&setup.key)
+        .json(&json!({"plan": chain_plan(1)}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "{:?}",
+        r.headers()
+    );
+    let body: Value = r.json().await.expect("json");
+    assert!(body.to_string().contains("already queued"), "{body}");
+    // A worker drains it.
+    let _worker = setup.worker();
+    let run = setup
+        .wait_final(&api, &first, Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_trace_runs_from_the_api_request_through_the_queue_to_the_worker() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let Some(pg) = aetherflow_server::testing::TestPostgres::start() else {
+        return;
+    };
+    let collector = support::otlp_collector().await;
+    let endpoint = collector.uri();
+    let setup = QueueSetup::new(
+        &redis,
+        &pg,
+        Duration::ZERO,
+        &[
+            ("AETHERFLOW_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("AETHERFLOW_TELEMETRY__PROTOCOL", "http/json"),
+            ("AETHERFLOW_TELEMETRY__EXPORT_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    let api = setup.api();
+    let _worker = setup.worker();
+    let trace_id = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/runs?wait=60", api.base))
+        .bearer_auth(&setup.key)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"plan": chain_plan(2)}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 200, "ended within the wait");
+    let run: Value = r.json().await.expect("json");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let mut tree = None;
+    for _ in 0..100 {
+        let (spans, _) = support::received_spans(&collector).await;
+        let ours: Vec<support::ReceivedSpan> =
+            spans.into_iter().filter(|s| s.0 == trace_id).collect();
+        let http = ours.iter().find(|s| s.3 == "POST /v1/runs").cloned();
+        let job = ours.iter().find(|s| s.3 == "run job").cloned();
+        let run_span = ours.iter().find(|s| s.3 == "run").cloned();
+        let steps: Vec<_> = ours
+            .iter()
+            .filter(|s| s.3.starts_with("step "))
+            .cloned()
+            .collect();
+        let attempts: Vec<_> = ours
+            .iter()
+            .filter(|s| s.3.starts_with("chat "))
+            .cloned()
+            .collect();
+        if let (Some(http), Some(job), Some(run_span)) = (http, job, run_span)
+            && steps.len() == 2
+            && attempts.len() == 2
+        {
+            tree = Some((http, job, run_span, steps, attempts));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (http, job, run_span, steps, attempts) =
+        tree.expect("the run's spans reach the collector under the request's trace");
+    assert_eq!(support::span_attr(&http, "service.name"), "aetherflow-api");
+    assert_eq!(
+        support::span_attr(&job, "service.name"),
+        "aetherflow-worker",
+        "the job ran in the worker process"
+    );
+    assert_eq!(
+        job.2, http.1,
+        "the worker's job continues the request that queued it"
+    );
+    assert_eq!(
+        support::span_attr(&job, "run.id"),
+        run["id"].as_str().unwrap_or_default()
+    );
+    assert_eq!(run_span.2, job.1, "the engine's run is a child of the job");
+    for step in &steps {
+        assert_eq!(step.2, run_span.1, "steps are children of the run");
+        assert_eq!(
+            support::span_attr(step, "service.name"),
+            "aetherflow-worker"
+        );
+    }
+    for attempt in &attempts {
+        assert!(
+            steps.iter().any(|s| s.1 == attempt.2),
+            "attempts are children of their step"
+        );
+        assert_eq!(
+            support::span_attr(attempt, "gen_ai.request.model"),
+            "llama3.2"
+        );
+    }
+}

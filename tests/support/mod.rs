@@ -53,11 +53,21 @@ pub fn start(extra_env: &[(&str, &str)]) -> Server {
 
 /// The binary on a free loopback port, working in `dir` (a restart reuses its database).
 pub fn start_in(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+    start_with_args(dir, extra_env, &[])
+}
+
+/// `aetherflow-api worker` in `dir` (its health port on a free loopback port).
+pub fn start_worker(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+    start_with_args(dir, extra_env, &["worker"])
+}
+
+fn start_with_args(dir: &std::path::Path, extra_env: &[(&str, &str)], args: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aetherflow-api"));
     cmd.env_clear();
     keep_coverage_env(&mut cmd)
         .current_dir(dir)
         .args(["--bind", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in extra_env {
@@ -131,7 +141,7 @@ pub fn runtime_dir() -> String {
 }
 
 /// The spans an OTLP/HTTP-JSON receiver got so far: (trace id, span id, parent span id, name,
-/// attributes as key → value text).
+/// attributes as key → value text, with the exporting process's `service.name` among them).
 pub type ReceivedSpan = (String, String, String, String, Vec<(String, String)>);
 
 pub async fn received_spans(collector: &wiremock::MockServer) -> (Vec<ReceivedSpan>, String) {
@@ -144,6 +154,14 @@ pub async fn received_spans(collector: &wiremock::MockServer) -> (Vec<ReceivedSp
             continue;
         };
         for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|kv| kv["key"] == "service.name")
+                .and_then(|kv| kv["value"]["stringValue"].as_str())
+                .unwrap_or_default()
+                .to_owned();
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for s in ss["spans"].as_array().into_iter().flatten() {
                     let attrs = s["attributes"]
@@ -160,6 +178,7 @@ pub async fn received_spans(collector: &wiremock::MockServer) -> (Vec<ReceivedSp
                                 .unwrap_or_else(|| v.to_string());
                             (kv["key"].as_str().unwrap_or_default().to_owned(), text)
                         })
+                        .chain([("service.name".to_owned(), service.clone())])
                         .collect();
                     let field = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
                     spans.push((

@@ -48,6 +48,10 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Run queued plan runs (needs redis.url and a store shared with the API replicas): take
+    /// jobs from the Redis queue API replicas with `queue.enabled` fill, until SIGTERM. Serves
+    /// only /health and /ready on server.bind.
+    Worker,
     /// Manage API keys (stored hashed in server.data_dir/aetherflow.db).
     Keys {
         #[command(subcommand)]
@@ -144,10 +148,23 @@ fn main() -> anyhow::Result<()> {
             return healthcheck(url.as_deref(), &bind, *timeout_ms);
         }
         Some(Command::Keys { action }) => return keys(action, &settings),
-        None => {}
+        Some(Command::Worker) | None => {}
     }
-    let _log_guard =
-        aetherflow_bootstrap::logging::init(&settings.log, &settings.telemetry, "aetherflow-api")?;
+    let worker_mode = matches!(args.command, Some(Command::Worker));
+    if worker_mode && settings.redis.url.is_none() {
+        anyhow::bail!(
+            "a worker takes its jobs from Redis: set redis.url (AETHERFLOW_REDIS__URL), the same as the API replicas'"
+        );
+    }
+    let _log_guard = aetherflow_bootstrap::logging::init(
+        &settings.log,
+        &settings.telemetry,
+        if worker_mode {
+            "aetherflow-worker"
+        } else {
+            "aetherflow-api"
+        },
+    )?;
     let keys = environment.keys()?;
     let configured = aetherflow_orchestrator::setup::configured_providers_priced(
         &settings.providers,
@@ -216,7 +233,14 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let interrupted = jobs_runtime.block_on(store.interrupt_unfinished())?;
+    // With the queue, unfinished runs are the queue's: a dead worker's job is taken over by
+    // another, never marked interrupted.
+    let queued = worker_mode || settings.queue.enabled;
+    let interrupted = if queued {
+        0
+    } else {
+        jobs_runtime.block_on(store.interrupt_unfinished())?
+    };
     if interrupted > 0 {
         tracing::warn!(
             runs = interrupted,
@@ -253,6 +277,43 @@ fn main() -> anyhow::Result<()> {
         )
         .with_metrics(metrics.clone())
         .with_signals_from(shared.as_ref())),
+    };
+    let run_queue = shared.as_ref().filter(|_| queued).map(|shared| {
+        aetherflow_redis::queue::RedisQueue::new(
+            shared.clone(),
+            "runs",
+            settings.queue.max_len,
+            std::time::Duration::from_secs(settings.queue.visibility_secs),
+        )
+    });
+    if worker_mode {
+        let jobs = jobs.map_err(|e| anyhow::anyhow!("this worker cannot run plans: {e}"))?;
+        let (Some(queue), Some(shared)) = (run_queue, shared.as_ref()) else {
+            anyhow::bail!("this worker cannot take jobs: redis.url is not set");
+        };
+        return run_worker(
+            &settings,
+            &bind,
+            &jobs_runtime,
+            jobs,
+            queue,
+            aetherflow_redis::signals::RedisSignals::new(shared.clone()),
+            readiness,
+        );
+    }
+    let jobs = match (jobs, run_queue) {
+        (Ok(jobs), Some(queue)) => {
+            let _entered = jobs_runtime.enter();
+            if let Err(e) = jobs_runtime.block_on(queue.ensure_group()) {
+                tracing::warn!(error = %e, "the run queue is not ready yet (Redis does not answer); submissions get 503 until it does");
+            }
+            tracing::info!(
+                max_len = settings.queue.max_len,
+                "runs go to the Redis queue for workers"
+            );
+            Ok(jobs.with_queue(queue))
+        }
+        (jobs, _) => jobs,
     };
     let listener = TcpListener::bind(&bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind / --bind)"))?;
@@ -400,6 +461,53 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
+    Ok(())
+}
+
+/// `aetherflow-api worker`: takes jobs from the Redis queue until SIGTERM/SIGINT, serving only
+/// /health and /ready; then lets held runs finish within the grace period and hands back the
+/// rest.
+fn run_worker(
+    settings: &aetherflow_orchestrator::settings::Settings,
+    bind: &str,
+    jobs_runtime: &tokio::runtime::Runtime,
+    jobs: Jobs,
+    queue: aetherflow_redis::queue::RedisQueue,
+    signals: aetherflow_redis::signals::RedisSignals,
+    readiness: Readiness,
+) -> anyhow::Result<()> {
+    let grace = std::time::Duration::from_secs(settings.server.shutdown_grace_secs.max(1));
+    let options = aetherflow_server::worker::WorkerOptions::named_uniquely(
+        settings.queue.worker_concurrency,
+        settings.queue.max_deliveries,
+        grace,
+    );
+    let worker = aetherflow_server::worker::Worker::new(jobs, queue, signals, options);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = jobs_runtime.spawn(worker.run(shutdown.clone()));
+    let listener = TcpListener::bind(bind)
+        .with_context(|| format!("cannot listen on {bind} (server.bind / --bind)"))?;
+    let address = listener.local_addr()?;
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(readiness.clone()))
+                .route("/health", web::get().to(health))
+                .route("/healthz", web::get().to(health))
+                .route("/ready", web::get().to(ready))
+        })
+        .workers(1)
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        println!("listening on http://{address}");
+        tracing::info!(%address, "aetherflow-api worker listening (health and readiness only)");
+        server.await
+    })?;
+    shutdown.cancel();
+    jobs_runtime
+        .block_on(running)
+        .context("the worker stopped unexpectedly")?;
     Ok(())
 }
 

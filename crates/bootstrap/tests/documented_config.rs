@@ -89,6 +89,7 @@ fn the_configuration_reference_documents_every_key() {
         "redis",
         "telemetry",
         "gateway",
+        "queue",
     ]
     .into_iter()
     .map(str::to_owned)

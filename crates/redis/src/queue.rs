@@ -134,6 +134,11 @@ impl RedisQueue {
         }
     }
 
+    /// Jobs the queue holds at most.
+    pub fn max_len(&self) -> u64 {
+        self.max_len
+    }
+
     /// How long a job may go unrenewed before another worker takes it.
     pub fn visibility(&self) -> Duration {
         self.visibility

@@ -300,6 +300,19 @@ async fn submit(
                 sub.state.wait_for(|s| s.is_final()),
             )
             .await;
+        } else {
+            // Queued for a worker: its end shows in the shared store.
+            let store = Arc::clone(&state.store);
+            let id = record.id.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(secs), async move {
+                loop {
+                    if matches!(store.run(&id).await, Ok(Some(r)) if r.status.is_final()) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
         }
         if let Some(done) = state
             .store
@@ -480,6 +493,11 @@ async fn run_events(
         .ok()
         .and_then(|jobs| jobs.subscribe(&run.id));
     let store = Arc::clone(&state.store);
+    let bus = state
+        .jobs
+        .as_ref()
+        .ok()
+        .and_then(|jobs| jobs.event_bus().cloned());
     let run_id = run.id.clone();
     let stream = async_stream::stream! {
         let mut last = after;
@@ -519,6 +537,52 @@ async fn run_events(
                     yield Ok(sse(seq, &json));
                 }
             }
+        } else if let Some(bus) = bus {
+            // The run executes in another process that publishes its events on Redis: follow
+            // them there (within FOLLOW_BUS_EVERY), until its end; check the store now and then,
+            // in case the end was not published.
+            let mut idle = std::time::Duration::ZERO;
+            let mut since_store = std::time::Duration::ZERO;
+            'follow: loop {
+                match bus.read_after(&run_id, last).await {
+                    Ok(published) if !published.is_empty() => {
+                        idle = std::time::Duration::ZERO;
+                        for item in published {
+                            match item {
+                                aetherflow_redis::events::Published::Event(seq, json) if seq > last => {
+                                    last = seq;
+                                    yield Ok(sse(seq, &json));
+                                }
+                                aetherflow_redis::events::Published::Event(..) => {}
+                                aetherflow_redis::events::Published::End(_) => break 'follow,
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(run = %run_id, error = %e, "events not read from Redis"),
+                }
+                if since_store >= FOLLOW_EVERY * 2 {
+                    since_store = std::time::Duration::ZERO;
+                    let finished = matches!(store.run(&run_id).await, Ok(Some(r)) if r.status.is_final());
+                    let events = store.events_after(&run_id, last).await.unwrap_or_default();
+                    for (seq, json) in events {
+                        idle = std::time::Duration::ZERO;
+                        last = seq;
+                        yield Ok(sse(seq, &json));
+                    }
+                    if finished || idle >= IDLE_FOLLOW {
+                        break;
+                    }
+                }
+                tokio::time::sleep(FOLLOW_BUS_EVERY).await;
+                idle += FOLLOW_BUS_EVERY;
+                since_store += FOLLOW_BUS_EVERY;
+            }
+            // Anything stored but not published (Redis missed it).
+            for (seq, json) in store.events_after(&run_id, last).await.unwrap_or_default() {
+                yield Ok(sse(seq, &json));
+            }
         } else {
             // The run is not executing here (another replica or worker has it, sharing this
             // store): follow it through the store until it ends, or until nothing has happened
@@ -557,6 +621,8 @@ async fn run_events(
         .streaming(stream))
 }
 
+/// How often a run executing elsewhere is read from its Redis event stream.
+const FOLLOW_BUS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// How often a run executing elsewhere is read from the store for new events.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// How long a followed run may stay silent before the stream ends (its `end` event then carries

@@ -24,6 +24,7 @@ pub mod testing;
 pub mod timeouts;
 pub mod trace;
 pub mod upload;
+pub mod worker;
 
 pub use keys::{KeyScope, Scopes};
 pub use store::{KeyInfo, RunFilter, RunRecord, RunState, SqliteStore, Store, StoreError};

@@ -52,3 +52,21 @@ pub async fn middleware(
     span.record("http.response.status_code", i64::from(status));
     result
 }
+
+/// The current span's W3C trace context (`traceparent`, `tracestate`), to carry in a message
+/// (a queued job); empty without the OpenTelemetry layer or outside a trace.
+pub fn current_context() -> std::collections::HashMap<String, String> {
+    let mut carrier = std::collections::HashMap::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier
+}
+
+/// Makes `span` continue the trace of `carrier` (from [`current_context`] in another process).
+pub fn continue_trace(span: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
+    if carrier.is_empty() {
+        return;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
+    let _ = span.set_parent(parent);
+}
