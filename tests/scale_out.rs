@@ -801,6 +801,31 @@ async fn a_worker_killed_mid_run_is_taken_over_and_every_step_is_applied_once() 
         .expect("stream ends with the run");
     let restored = body.matches("event: step_restored").count();
     assert_eq!(restored, 2, "{body}");
+    // Event ids run on across the takeover: strictly increasing, none repeated.
+    let ids: Vec<u64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    assert!(ids.len() > 10, "{body}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // And a client resuming with Last-Event-ID gets what follows only.
+    let resumed = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{id}/events", api.base))
+        .bearer_auth(&setup.key)
+        .header("last-event-id", ids[4].to_string())
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("stream ends with the run");
+    let resumed_ids: Vec<u64> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    assert_eq!(resumed_ids, ids[5..], "{resumed}");
     assert!(
         body.trim_end().ends_with(r#"data: {"status":"succeeded"}"#),
         "{body}"
@@ -811,6 +836,8 @@ async fn a_worker_killed_mid_run_is_taken_over_and_every_step_is_applied_once() 
     );
 }
 
+/// Whether the run queue empties within 10 s (a job is acknowledged just after its run's end is
+/// stored).
 async fn redis_queue_is_empty(redis: &TestRedis) -> bool {
     let queue = aetherflow_redis::queue::RedisQueue::new(
         aetherflow_redis::Shared::connect(&redis.settings()).expect("url"),
@@ -818,7 +845,28 @@ async fn redis_queue_is_empty(redis: &TestRedis) -> bool {
         10,
         Duration::from_secs(3),
     );
-    queue.is_empty().await.expect("redis")
+    for _ in 0..100 {
+        if queue.is_empty().await.expect("redis") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// SIGTERM, then waits (up to 30 s) for the process to exit on its own.
+fn stop_gracefully(mut server: Server) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if matches!(server.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the worker did not stop within 30 s of SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -849,9 +897,9 @@ async fn a_stopping_worker_hands_its_run_back_and_a_cancel_reaches_the_worker_th
         assert!(std::time::Instant::now() < deadline, "step 2 never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // SIGTERM (the drop): the run does not end within the 1 s grace, so it is handed back.
+    // SIGTERM: the run does not end within the 1 s grace, so it is handed back.
     let stopped = std::time::Instant::now();
-    drop(first);
+    stop_gracefully(first);
     let handed_back = setup.run(&api, &id).await;
     assert_eq!(handed_back["status"], "queued", "{handed_back}");
     assert!(

@@ -482,6 +482,12 @@ fn run_worker(
         settings.queue.max_deliveries,
         grace,
     );
+    if settings.server.store_url.is_none() {
+        tracing::warn!(
+            data_dir = %settings.server.data_dir.display(),
+            "this worker keeps runs in SQLite in server.data_dir: it finds the API's runs only if the API uses the same file (one host); set server.store_url (PostgreSQL) on the API and every worker"
+        );
+    }
     let worker = aetherflow_server::worker::Worker::new(jobs, queue, signals, options);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = jobs_runtime.spawn(worker.run(shutdown.clone()));

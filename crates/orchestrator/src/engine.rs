@@ -572,6 +572,20 @@ impl Orchestrator {
                         Some(Execution { report, output, files: checked, .. }) => {
                             reports[index] = report;
                             files[index] = checked;
+                            // Recorded first (its files are applied by now), before anything
+                            // that depends on it starts.
+                            if let Some(journal) = &options.journal {
+                                let finished = crate::journal::FinishedStep {
+                                    report: reports[index].clone(),
+                                    output: output.as_deref().map(str::to_owned),
+                                    files: files[index].clone(),
+                                };
+                                if finished.is_final()
+                                    && let Err(e) = journal.record(&finished).await
+                                {
+                                    tracing::warn!(step = %reports[index].id, error = %e, "step completion not recorded: a resumed run would run it again");
+                                }
+                            }
                             if let (Some(dir), Some(text)) = (&run_dir, &output) {
                                 match dir.write_step_output(&reports[index].id, text).await {
                                     Ok(name) => reports[index].output_file = Some(name),
@@ -603,19 +617,7 @@ impl Orchestrator {
                                 duration: reports[index].duration,
                                 reason: reports[index].reason.clone(),
                             });
-                            // Recorded before anything that depends on it starts.
-                            if let Some(journal) = &options.journal {
-                                let finished = crate::journal::FinishedStep {
-                                    report: reports[index].clone(),
-                                    output: outputs[index].as_deref().map(str::to_owned),
-                                    files: files[index].clone(),
-                                };
-                                if finished.is_final()
-                                    && let Err(e) = journal.record(&finished).await
-                                {
-                                    tracing::warn!(step = %reports[index].id, error = %e, "step completion not recorded: a resumed run would run it again");
-                                }
-                            }
+
                         }
                         None if cancelled => finish(
                             &mut reports[index],

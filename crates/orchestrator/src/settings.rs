@@ -684,12 +684,12 @@ impl Settings {
         if self.queue.max_len == 0
             || self.queue.visibility_secs < 3
             || self.queue.max_deliveries == 0
-            || self.queue.worker_concurrency == 0
+            || !(1..=1024).contains(&self.queue.worker_concurrency)
         {
             return Err(SettingsError::Invalid {
                 key: "queue",
                 message: format!(
-                    "max_len ({}), max_deliveries ({}) and worker_concurrency ({}) must be positive and visibility_secs ({}) at least 3",
+                    "max_len ({}) and max_deliveries ({}) must be positive, worker_concurrency ({}) 1 to 1024 and visibility_secs ({}) at least 3",
                     self.queue.max_len,
                     self.queue.max_deliveries,
                     self.queue.worker_concurrency,

@@ -1137,28 +1137,41 @@ async fn a_restored_steps_spend_counts_against_the_run_budget() {
         journal: Some(Arc::clone(&journal) as _),
         ..RunOptions::default()
     };
-    let (first, _) = run(&orchestrator, chain_with_side_branch(), &options).await;
-    let recorded = journal.0.lock().expect("lock").clone();
-    let a = recorded
+    run(&orchestrator, chain_with_side_branch(), &options).await;
+    let a = journal
+        .0
+        .lock()
+        .expect("lock")
         .iter()
         .find(|s| s.report.id.as_str() == "a")
         .expect("a recorded")
         .clone();
-    assert!(a.report.cost.as_micros() > 0);
-    // A cap that a's spend already uses up: nothing else can be sent.
-    let resumed = RunOptions {
-        budget: Some(a.report.cost),
-        resume: Arc::new([(a.report.id.clone(), a.clone())].into_iter().collect()),
-        journal: None,
-        ..options.clone()
+    // The same $1 cap, `a` restored: when `a` spent nearly all of it, no other call fits (each
+    // call's worst case is 8192 output tokens at $2 per million, about $0.016); when `a` was
+    // free, the three others are sent.
+    let cap = aetherflow_domain::Money::from_micros(1_000_000);
+    let resumed = |spent: u64| {
+        let mut restored = a.clone();
+        restored.report.cost = aetherflow_domain::Money::from_micros(spent);
+        RunOptions {
+            budget: Some(cap),
+            resume: Arc::new(
+                [(restored.report.id.clone(), restored)]
+                    .into_iter()
+                    .collect(),
+            ),
+            journal: None,
+            ..options.clone()
+        }
     };
-    let before = recording.requests.lock().expect("lock").len();
-    let (second, _) = run(&orchestrator, chain_with_side_branch(), &resumed).await;
-    assert_eq!(
-        recording.requests.lock().expect("lock").len(),
-        before,
-        "no call fits in what is left of the cap"
-    );
-    assert_eq!(second.report.steps[0].status, StepStatus::Succeeded);
-    assert!(second.report.totals.cost <= first.report.totals.cost);
+    let sent = |recording: &Recording| recording.requests.lock().expect("lock").len();
+    let before = sent(&recording);
+    let (spent_most, _) = run(&orchestrator, chain_with_side_branch(), &resumed(995_000)).await;
+    assert_eq!(sent(&recording), before, "nothing fits in what is left");
+    assert_eq!(spent_most.report.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(spent_most.report.steps[1].status, StepStatus::Failed);
+    let before = sent(&recording);
+    let (spent_none, _) = run(&orchestrator, chain_with_side_branch(), &resumed(0)).await;
+    assert_eq!(sent(&recording), before + 3, "b, c and side are sent");
+    assert_eq!(spent_none.report.totals.succeeded, 4);
 }

@@ -37,17 +37,24 @@ local function deliveries(id)
   if p[1] then return p[1][4] end
   return 1
 end
-local reclaimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', 1)
-for _, entry in ipairs(reclaimed[2]) do
-  if entry and entry[2] then
-    return {entry[1], payload_of(entry[2]), deliveries(entry[1])}
+-- Each XAUTOCLAIM call looks at no more than 10 pending entries: follow its cursor (bounded), so
+-- a dead worker's job is found behind many held by live workers.
+local cursor = '0-0'
+for _ = 1, 100 do
+  local reclaimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', 1)
+  for _, entry in ipairs(reclaimed[2]) do
+    if entry and entry[2] then
+      return {entry[1], payload_of(entry[2]), deliveries(entry[1])}
+    end
   end
-end
--- Entries deleted while pending come back as ids only (Redis 7); drop them from the group.
-if reclaimed[3] then
-  for _, id in ipairs(reclaimed[3]) do
-    redis.call('XACK', KEYS[1], ARGV[1], id)
+  -- Entries deleted while pending come back as ids only (Redis 7); drop them from the group.
+  if reclaimed[3] then
+    for _, id in ipairs(reclaimed[3]) do
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+    end
   end
+  cursor = reclaimed[1]
+  if cursor == '0-0' then break end
 end
 local fresh = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if fresh and fresh[1] and fresh[1][2][1] then
@@ -68,17 +75,29 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 ";
 
-/// KEYS: stream; ARGV: group, id. Removes a finished job.
+/// KEYS: stream; ARGV: group, consumer, id. Removes a finished job if `consumer` holds it: 1,
+/// else 0 (another worker took it over and owns it now).
 const ACK: &str = r"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not p[1] or p[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
 ";
 
-/// KEYS: stream; ARGV: group, id, payload. Puts a job back for another worker, now.
+/// KEYS: stream; ARGV: group, consumer, id, payload. Puts a job `consumer` holds back for another
+/// worker, now: 1, else 0 (it is no longer this consumer's).
 const HAND_BACK: &str = r"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return redis.call('XADD', KEYS[1], '*', 'job', ARGV[3])
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not p[1] or p[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[4])
+return 1
 ";
 
 /// A job handed to a worker.
@@ -213,33 +232,37 @@ impl RedisQueue {
         Ok(held == 1)
     }
 
-    /// Removes a finished job.
-    pub async fn ack(&self, job: &Delivery) -> Result<(), String> {
+    /// Removes a finished job `consumer` holds; false when it is no longer this consumer's
+    /// (another worker took it over: that one acknowledges it).
+    pub async fn ack(&self, consumer: &str, job: &Delivery) -> Result<bool, String> {
         let mut conn = self.shared.conn.clone();
-        let _: i64 = self
+        let done: i64 = self
             .ack
             .key(&self.key)
             .arg(&self.group)
+            .arg(consumer)
             .arg(&job.id)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.shared.describe(&e))?;
-        Ok(())
+        Ok(done == 1)
     }
 
-    /// Gives a job back for another worker at once (a clean shutdown).
-    pub async fn hand_back(&self, job: &Delivery) -> Result<(), String> {
+    /// Gives a job `consumer` holds back for another worker at once (a clean shutdown); false
+    /// when it is no longer this consumer's.
+    pub async fn hand_back(&self, consumer: &str, job: &Delivery) -> Result<bool, String> {
         let mut conn = self.shared.conn.clone();
-        let _: String = self
+        let done: i64 = self
             .hand_back
             .key(&self.key)
             .arg(&self.group)
+            .arg(consumer)
             .arg(&job.id)
             .arg(&job.payload)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.shared.describe(&e))?;
-        Ok(())
+        Ok(done == 1)
     }
 
     /// Whether no job is queued or held.

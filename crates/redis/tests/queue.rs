@@ -54,8 +54,8 @@ async fn jobs_go_to_one_worker_each_in_order_and_the_queue_is_bounded() {
     assert_eq!(q.claim("worker-a").await.expect("redis"), None, "all taken");
     // Still held: the queue stays full until jobs are finished.
     assert_eq!(q.enqueue("job-4").await.expect("redis"), Enqueued::Full);
-    for job in [&a, &b, &c] {
-        q.ack(job).await.expect("ack");
+    for (worker, job) in [("worker-a", &a), ("worker-b", &b), ("worker-a", &c)] {
+        assert!(q.ack(worker, job).await.expect("ack"));
     }
     assert_eq!(q.len().await.expect("redis"), 0);
     assert!(matches!(
@@ -98,10 +98,14 @@ async fn a_dead_workers_job_is_reclaimed_after_the_visibility_timeout_but_a_live
         None,
         "the live worker's job stays with it"
     );
-    // The dead worker, were it to come back, no longer holds its job.
+    // The dead worker, were it to come back, no longer holds its job: it can neither renew,
+    // acknowledge nor hand back the new holder's job.
     assert!(!q.touch("worker-dead", &dead).await.expect("redis"));
-    q.ack(&again).await.expect("ack");
-    q.ack(&live).await.expect("ack");
+    assert!(!q.ack("worker-dead", &dead).await.expect("redis"));
+    assert!(!q.hand_back("worker-dead", &dead).await.expect("redis"));
+    assert_eq!(q.len().await.expect("redis"), 2, "nothing removed or added");
+    assert!(q.ack("worker-new", &again).await.expect("ack"));
+    assert!(q.ack("worker-live", &live).await.expect("ack"));
     assert!(q.is_empty().await.expect("redis"));
 }
 
@@ -114,7 +118,7 @@ async fn a_job_handed_back_goes_to_the_next_worker_at_once() {
     q.ensure_group().await.expect("group");
     q.enqueue("{\"run\":\"r1\"}").await.expect("redis");
     let job = q.claim("stopping").await.expect("redis").expect("job");
-    q.hand_back(&job).await.expect("hand back");
+    assert!(q.hand_back("stopping", &job).await.expect("hand back"));
     let next = q.claim("other").await.expect("redis").expect("handed back");
     assert_eq!(next.payload, "{\"run\":\"r1\"}");
     assert_eq!(q.len().await.expect("redis"), 1);
@@ -168,4 +172,39 @@ async fn run_events_are_read_after_a_sequence_number_and_end_with_the_status() {
         events.read_after("r1", 3).await.expect("redis"),
         [Published::End("succeeded".into())]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_job_is_found_behind_many_held_by_live_workers() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let visibility = Duration::from_millis(300);
+    let q = queue(&redis, 100, visibility);
+    q.ensure_group().await.expect("group");
+    for n in 0..31 {
+        q.enqueue(&format!("job-{n}")).await.expect("redis");
+    }
+    // 30 jobs held by live workers, the newest by one that dies.
+    let mut live = Vec::new();
+    for n in 0..30 {
+        live.push(
+            q.claim(&format!("live-{n}"))
+                .await
+                .expect("redis")
+                .expect("job"),
+        );
+    }
+    let dead = q.claim("dead").await.expect("redis").expect("job");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (n, job) in live.iter().enumerate() {
+        assert!(q.touch(&format!("live-{n}"), job).await.expect("redis"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = q
+        .claim("new")
+        .await
+        .expect("redis")
+        .expect("the dead worker's job, past 30 live ones");
+    assert_eq!(again.id, dead.id);
 }

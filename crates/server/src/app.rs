@@ -550,6 +550,15 @@ async fn run_events(
                         for item in published {
                             match item {
                                 aetherflow_redis::events::Published::Event(seq, json) if seq > last => {
+                                    if seq > last + 1 {
+                                        // Redis missed some (a failed publish): the store has them.
+                                        for (missed, json) in store.events_after(&run_id, last).await.unwrap_or_default() {
+                                            if missed >= seq {
+                                                break;
+                                            }
+                                            yield Ok(sse(missed, &json));
+                                        }
+                                    }
                                     last = seq;
                                     yield Ok(sse(seq, &json));
                                 }

@@ -497,12 +497,7 @@ impl Jobs {
         let payload = serde_json::to_string(&message).map_err(ApiError::internal)?;
         self.store.insert_run(&record).await?;
         let refused = match queue.enqueue(&payload).await {
-            Ok(Enqueued::Accepted(_)) => {
-                if let Some(m) = &self.metrics {
-                    m.run_started();
-                }
-                return Ok(record);
-            }
+            Ok(Enqueued::Accepted(_)) => return Ok(record),
             Ok(Enqueued::Full) => full(),
             Err(e) => unavailable(e),
         };
@@ -545,7 +540,7 @@ impl Jobs {
             Ok(ready) => ready,
             Err(e) => {
                 self.end_unstarted(&mut record, RunState::Failed, Some(e))
-                    .await;
+                    .await?;
                 return Ok(Claimed::Finished(RunState::Failed));
             }
         };
@@ -596,6 +591,9 @@ impl Jobs {
                 halt.cancel();
             });
         }
+        if let Some(m) = &self.metrics {
+            m.run_started();
+        }
         record.status = RunState::Running;
         let _ = state.send(RunState::Running);
         self.save(&record).await;
@@ -615,6 +613,13 @@ impl Jobs {
         if let Ok(mut live) = self.live.lock() {
             live.remove(&record.id);
         }
+        if let Some(m) = &self.metrics {
+            m.run_finished(if stop.is_cancelled() && !cancel.is_cancelled() {
+                "handed_back"
+            } else {
+                status.as_str()
+            });
+        }
         if stop.is_cancelled() && !cancel.is_cancelled() {
             // Not this process's to end: whoever takes the job next finishes it.
             let _ = state.send(RunState::Queued);
@@ -622,12 +627,14 @@ impl Jobs {
         }
         record.status = status;
         record.finished_at = Some(Utc::now());
-        self.save(&record).await;
+        // The job is acknowledged only once this is stored: if it is not, the job is
+        // delivered again and the next worker ends the run from the journal.
+        self.store
+            .update_run(&record)
+            .await
+            .map_err(|e| format!("the run's end was not stored: {e}"))?;
         self.publish_end(&record).await;
         let _ = state.send(record.status);
-        if let Some(m) = &self.metrics {
-            m.run_finished(record.status.as_str());
-        }
         tracing::info!(run = %record.id, status = record.status.as_str(), "queued run finished");
         Ok(Claimed::Finished(record.status))
     }
@@ -639,15 +646,16 @@ impl Jobs {
         record: &mut RunRecord,
         status: RunState,
         error: Option<String>,
-    ) {
+    ) -> Result<(), String> {
         record.status = status;
         record.error = error;
         record.finished_at = Some(Utc::now());
-        self.save(record).await;
+        self.store
+            .update_run(record)
+            .await
+            .map_err(|e| format!("the run's end was not stored: {e}"))?;
         self.publish_end(record).await;
-        if let Some(m) = &self.metrics {
-            m.run_finished(record.status.as_str());
-        }
+        Ok(())
     }
 
     /// Marks a run handed back to the queue as waiting again.

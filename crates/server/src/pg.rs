@@ -343,7 +343,8 @@ impl Store for PgStore {
     async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE runs SET status = $2, finished_at = $3, reports = $4, error = $5,
-                 owner = $6, heartbeat = now() WHERE id = $1",
+                 owner = $6, heartbeat = now()
+             WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .bind(&run.id)
         .bind(run.status.as_str())

@@ -156,7 +156,9 @@ pub trait Store: Send + Sync + 'static {
     async fn authenticate(&self, presented: &str) -> Result<Option<(String, Scopes)>, StoreError>;
     /// Records a new run.
     async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    /// Rewrites a run's state, reports and error.
+    /// Rewrites a run's state, reports and error — unless it has ended (succeeded, failed or
+    /// cancelled), which is never undone: a late write from a process that lost the run (a
+    /// stalled worker whose job was taken over) changes nothing.
     async fn update_run(&self, run: &RunRecord) -> Result<(), StoreError>;
     /// One run.
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
@@ -530,12 +532,14 @@ impl Store for SqliteStore {
         let run = run.clone();
         self.call(move |c| {
             c.execute(
-                "UPDATE runs SET status = ?2, finished_at = ?3, reports = ?4, error = ?5 WHERE id = ?1",
+                "UPDATE runs SET status = ?2, finished_at = ?3, reports = ?4, error = ?5
+                 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
                 params![
                     run.id,
                     run.status.as_str(),
                     run.finished_at.map(|t| t.to_rfc3339()),
-                    serde_json::to_string(&run.reports).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    serde_json::to_string(&run.reports)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     run.error,
                 ],
             )?;

@@ -109,10 +109,9 @@ impl Worker {
                 () = shutdown.cancelled() => break,
             };
             let Ok(permit) = permit else { break };
-            let claimed = tokio::select! {
-                claimed = self.queue.claim(&self.options.name) => claimed,
-                () = shutdown.cancelled() => break,
-            };
+            // Not raced against the shutdown: a claim the script made must not be dropped (the
+            // job would wait out the visibility timeout); it runs, or is handed back.
+            let claimed = self.queue.claim(&self.options.name).await;
             match claimed {
                 Ok(Some(delivery)) => {
                     let worker = self.clone();
@@ -132,6 +131,10 @@ impl Worker {
                 Err(e) => {
                     drop(permit);
                     tracing::warn!(error = %e, "no job taken: the run queue (Redis) does not answer");
+                    if e.contains("NOGROUP") {
+                        // Redis lost the queue (restarted without persistence): make it again.
+                        let _ = self.queue.ensure_group().await;
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -187,26 +190,32 @@ impl Worker {
         let run_id = message.run_id.clone();
         if delivery.deliveries > self.options.max_deliveries {
             tracing::error!(run = %run_id, deliveries = delivery.deliveries, "given up: the run's workers stopped too often");
-            self.end_unstarted(
-                &run_id,
-                RunState::Failed,
-                format!(
-                    "given up after {} deliveries: every worker that took this run stopped before its end (see the workers' logs)",
-                    delivery.deliveries - 1
-                ),
-            )
-            .await;
-            self.ack(&delivery).await;
+            if self
+                .end_unstarted(
+                    &run_id,
+                    RunState::Failed,
+                    format!(
+                        "given up after {} deliveries: every worker that took this run stopped before its end (see the workers' logs)",
+                        delivery.deliveries - 1
+                    ),
+                )
+                .await
+            {
+                self.ack(&delivery).await;
+            }
             return;
         }
         if matches!(self.signals.cancel_requested(&run_id).await, Ok(true)) {
-            self.end_unstarted(
-                &run_id,
-                RunState::Cancelled,
-                "cancelled before it started".into(),
-            )
-            .await;
-            self.ack(&delivery).await;
+            if self
+                .end_unstarted(
+                    &run_id,
+                    RunState::Cancelled,
+                    "cancelled before it started".into(),
+                )
+                .await
+            {
+                self.ack(&delivery).await;
+            }
             return;
         }
         if delivery.deliveries > 1 {
@@ -224,15 +233,25 @@ impl Worker {
                 halt.clone(),
             );
             let every = (queue.visibility() / 3).max(Duration::from_millis(500));
+            // Unrenewed for this long, the job may already be another worker's: stop before
+            // the visibility timeout lets one take it over, so two never run it at once.
+            let give_up = queue.visibility().saturating_sub(every / 2);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
+                let mut renewed = tokio::time::Instant::now();
                 loop {
                     tick.tick().await;
                     match queue.touch(&name, &delivery).await {
-                        Ok(true) => {}
+                        Ok(true) => renewed = tokio::time::Instant::now(),
                         Ok(false) => {
                             tracing::warn!(job = %delivery.id, "the job went to another worker: stopping this copy");
+                            lost.cancel();
+                            halt.cancel();
+                            return;
+                        }
+                        Err(e) if renewed.elapsed() >= give_up => {
+                            tracing::error!(job = %delivery.id, error = %e, "the job could not be renewed in time: stopping this copy (another worker takes the run over)");
                             lost.cancel();
                             halt.cancel();
                             return;
@@ -252,8 +271,11 @@ impl Worker {
             Ok(Claimed::Stopped) if lost.is_cancelled() => {}
             Ok(Claimed::Stopped) => {
                 self.jobs.requeued(&run_id).await;
-                match self.queue.hand_back(&delivery).await {
-                    Ok(()) => tracing::info!(run = %run_id, "handed back for another worker"),
+                match self.queue.hand_back(&self.options.name, &delivery).await {
+                    Ok(true) => tracing::info!(run = %run_id, "handed back for another worker"),
+                    Ok(false) => {
+                        tracing::info!(run = %run_id, "not handed back: another worker holds it already")
+                    }
                     Err(e) => {
                         tracing::warn!(run = %run_id, error = %e, "not handed back: another worker takes it after the visibility timeout")
                     }
@@ -261,28 +283,43 @@ impl Worker {
             }
             Err(e) => {
                 // The store does not answer (or lost the run): leave the job for a retry.
-                tracing::error!(run = %run_id, error = %e, "the run could not be taken up; it is retried after the visibility timeout");
+                tracing::error!(run = %run_id, error = %e, "the run could not be taken up, or its end was not stored: the job is delivered again after the visibility timeout");
             }
         }
     }
 
-    async fn end_unstarted(&self, run_id: &str, status: RunState, error: String) {
-        match self.jobs.store().run(run_id).await {
+    /// Records the end of a run that will not run; true when it is stored (or was already
+    /// over), so the job may be acknowledged.
+    async fn end_unstarted(&self, run_id: &str, status: RunState, error: String) -> bool {
+        let outcome = match self.jobs.store().run(run_id).await {
             Ok(Some(mut record))
                 if !record.status.is_final() || record.status == RunState::Interrupted =>
             {
                 self.jobs
                     .end_unstarted(&mut record, status, Some(error))
-                    .await;
+                    .await
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(run = run_id, error = %e, "run state not read"),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "the run's end not stored: the job is delivered again");
+                false
+            }
         }
     }
 
     async fn ack(&self, delivery: &Delivery) {
-        if let Err(e) = self.queue.ack(delivery).await {
-            tracing::warn!(job = %delivery.id, error = %e, "job not acknowledged: it may be delivered again (its run is already recorded as ended)");
+        match self.queue.ack(&self.options.name, delivery).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %delivery.id, "not acknowledged: another worker took the job over and ends it")
+            }
+            Err(e) => {
+                tracing::warn!(job = %delivery.id, error = %e, "job not acknowledged: it may be delivered again (its run is already recorded as ended)")
+            }
         }
     }
 }

@@ -69,6 +69,15 @@ async fn runs_round_trip_list_and_page(s: &dyn Store) {
     assert_eq!(back.error.as_deref(), Some("boom"));
     assert_eq!(back.reports, r2.reports);
     assert!(back.finished_at.is_some());
+    // An ended run is never reopened by a late write (a worker that lost it).
+    let mut late = back.clone();
+    late.status = RunState::Running;
+    late.error = None;
+    s.update_run(&late).await.expect("update");
+    assert_eq!(
+        s.run("r2").await.expect("ok").expect("exists").status,
+        RunState::Failed
+    );
     assert!(s.run("nope").await.expect("ok").is_none());
     let all = s
         .list_runs(&RunFilter {
