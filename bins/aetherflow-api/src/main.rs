@@ -219,8 +219,15 @@ fn main() -> anyhow::Result<()> {
         aetherflow_orchestrator::setup::shared_state(&settings)?
     };
     if let Some(shared) = &shared {
-        // Provider keys refused or rate limited in one replica are avoided by all.
+        // Provider keys refused or rate limited in one replica are avoided by all, and each
+        // key's client-side request and token limits hold across replicas and workers.
         let pools: Vec<_> = configured.iter().filter_map(|c| c.keys.clone()).collect();
+        let pacer: Arc<dyn aetherflow_providers::keys::SharedPacer> = Arc::new(
+            aetherflow_redis::ratelimit::RedisRateLimiter::new(shared.clone()),
+        );
+        for pool in &pools {
+            pool.pace_with(Arc::clone(&pacer));
+        }
         let _entered = jobs_runtime.enter();
         aetherflow_redis::keys::RedisKeyStates::new(shared.clone())
             .spawn_sync(pools, std::time::Duration::from_secs(1));

@@ -67,6 +67,26 @@ pub struct KeyPool {
     tokens_per_minute: Option<NonZeroU32>,
     /// Where quarantines and rests are told to the other processes using the same keys.
     sink: OnceLock<Arc<dyn KeyStateSink>>,
+    /// Client-side limits shared with the other processes using the same keys.
+    pacer: OnceLock<Arc<dyn SharedPacer>>,
+}
+
+/// Per-key limits shared by every process using the same keys (GCRA in Redis, in
+/// `aetherflow-redis`), so N replicas together send a key what one would.
+#[async_trait::async_trait]
+pub trait SharedPacer: std::fmt::Debug + Send + Sync {
+    /// Counts one call of `tokens` prompt tokens against the key named `name` (its provider
+    /// and fingerprint) — at most `requests_per_minute` calls a minute, evenly spaced, and
+    /// `tokens_per_minute` tokens a minute — both or neither: `Ok(None)` when granted,
+    /// `Ok(Some(wait))` when refused (it fits after `wait`, nothing was counted), `Err` when the
+    /// shared store cannot decide (the pool's own limits decide then).
+    async fn take(
+        &self,
+        name: &str,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+        tokens: u32,
+    ) -> Result<Option<Duration>, String>;
 }
 
 /// A key's name across processes: the first 64 bits of the SHA-256 of its secret, in hex. The
@@ -135,6 +155,7 @@ impl KeyPool {
             requests_per_minute: None,
             tokens_per_minute: None,
             sink: OnceLock::new(),
+            pacer: OnceLock::new(),
         })
     }
 
@@ -146,6 +167,13 @@ impl KeyPool {
     /// From now on, tells `sink` about quarantines and rests (once; later calls are ignored).
     pub fn share_with(&self, sink: Arc<dyn KeyStateSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    /// From now on, the per-key request and token limits are counted in `pacer`, shared with
+    /// every process using the same keys (once; later calls are ignored). While `pacer` cannot
+    /// decide, each process's own limits do.
+    pub fn pace_with(&self, pacer: Arc<dyn SharedPacer>) {
+        let _ = self.pacer.set(pacer);
     }
 
     /// Applies a state another process reported for the key with `fingerprint` (unknown
@@ -261,6 +289,16 @@ impl KeyPool {
         tokens: u32,
     ) -> Result<ApiKey, ProviderError> {
         let deadline = Instant::now() + max_wait;
+        if let Some(pacer) = self.pacer.get()
+            && (self.requests_per_minute.is_some() || self.tokens_per_minute.is_some())
+        {
+            match self.acquire_shared(pacer.as_ref(), deadline, tokens).await {
+                Ok(picked) => return picked,
+                Err(e) => {
+                    tracing::warn!(provider = %self.provider, error = %e, "shared key limits unavailable; this process's own limits decide");
+                }
+            }
+        }
         loop {
             match self.pick(tokens) {
                 Pick::Key(k) => return Ok(k),
@@ -278,6 +316,77 @@ impl KeyPool {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// The next usable key whose shared limits grant the call, in turn, waiting (until
+    /// `deadline`) when every usable key is at its limit. `Err` when the shared store cannot
+    /// decide.
+    async fn acquire_shared(
+        &self,
+        pacer: &dyn SharedPacer,
+        deadline: Instant,
+        tokens: u32,
+    ) -> Result<Result<ApiKey, ProviderError>, String> {
+        loop {
+            let now = Instant::now();
+            let candidates: Vec<(usize, ApiKey, String)> = {
+                let state = self.lock();
+                let n = state.slots.len();
+                (0..n)
+                    .map(|offset| (state.next + offset) % n)
+                    .filter(|&i| {
+                        let slot = &state.slots[i];
+                        slot.quarantined.is_none()
+                            && slot.resting_until.is_none_or(|until| until <= now)
+                    })
+                    .map(|i| {
+                        let slot = &state.slots[i];
+                        (i, slot.key.clone(), slot.fingerprint.clone())
+                    })
+                    .collect()
+            };
+            if candidates.is_empty() {
+                // Refused or resting: the local pick says which, with the wait.
+                return Ok(self.acquire());
+            }
+            let mut soonest: Option<Duration> = None;
+            for (i, key, fingerprint) in candidates {
+                // A request too large for a whole minute's tokens is left to the provider.
+                let tpm = self
+                    .tokens_per_minute
+                    .map(NonZeroU32::get)
+                    .filter(|&tpm| tokens > 0 && tokens <= tpm);
+                let wait = pacer
+                    .take(
+                        &format!("{}:{fingerprint}", self.provider),
+                        self.requests_per_minute.map(NonZeroU32::get),
+                        tpm,
+                        tokens,
+                    )
+                    .await?;
+                match wait {
+                    None => {
+                        let mut state = self.lock();
+                        let n = state.slots.len();
+                        state.next = (i + 1) % n;
+                        state.slots[i].resting_until = None;
+                        return Ok(Ok(key));
+                    }
+                    Some(w) => soonest = Some(soonest.map_or(w, |s| s.min(w))),
+                }
+            }
+            let wait = soonest.unwrap_or(Duration::from_millis(1));
+            if Instant::now() + wait > deadline {
+                return Ok(Err(ProviderError::RateLimited {
+                    retry_after: Some(wait),
+                    message: format!(
+                        "every key of {} is at its client-side rate limit (shared by every process using it)",
+                        self.provider
+                    ),
+                }));
+            }
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -49,6 +49,7 @@ pub enum Verdict {
 pub struct RedisRateLimiter {
     shared: Shared,
     script: std::sync::Arc<Script>,
+    pace: std::sync::Arc<Script>,
 }
 
 impl RedisRateLimiter {
@@ -57,6 +58,7 @@ impl RedisRateLimiter {
         RedisRateLimiter {
             shared,
             script: std::sync::Arc::new(Script::new(GCRA)),
+            pace: std::sync::Arc::new(Script::new(PACE)),
         }
     }
 
@@ -84,5 +86,79 @@ impl RedisRateLimiter {
                 retry_after: Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)),
             }
         })
+    }
+}
+
+/// KEYS: GCRA buckets; ARGV: per bucket, emission interval µs, burst, units. Takes from every
+/// bucket or from none: {1, 0} when granted, {0, wait µs} when one of them refuses.
+const PACE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local wait = 0
+local next_tat = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local n = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then
+    tat = now
+  end
+  local new_tat = tat + interval * n
+  local allow_at = new_tat - interval * burst
+  if now < allow_at and allow_at - now > wait then
+    wait = allow_at - now
+  end
+  next_tat[i] = new_tat
+end
+if wait > 0 then
+  return {0, wait}
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', next_tat[i]), 'PX', math.ceil((next_tat[i] - now) / 1000) + 1)
+end
+return {1, 0}
+";
+
+/// Per-provider-key limits (requests and prompt tokens a minute) shared by every process using
+/// the same keys: buckets named by the key's provider and fingerprint, never the key, in one
+/// hash slot, taken together by one script.
+#[async_trait::async_trait]
+impl aetherflow_providers::keys::SharedPacer for RedisRateLimiter {
+    async fn take(
+        &self,
+        name: &str,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+        tokens: u32,
+    ) -> Result<Option<Duration>, String> {
+        let mut invocation = self.pace.prepare_invoke();
+        let tag = format!("{{{name}}}");
+        // Requests: evenly spaced, no burst. Tokens: a minute's worth as the burst.
+        for (bucket, per_minute, burst, n) in [
+            ("rpm", requests_per_minute, 1, 1),
+            (
+                "tpm",
+                tokens_per_minute,
+                tokens_per_minute.unwrap_or(1),
+                tokens,
+            ),
+        ] {
+            let Some(per_minute) = per_minute else {
+                continue;
+            };
+            let per_minute = per_minute.max(1);
+            invocation
+                .key(self.shared.key(&["pace", &tag, bucket]))
+                .arg((60_000_000 / u64::from(per_minute)).max(1))
+                .arg(burst.max(1))
+                .arg(n.max(1));
+        }
+        let mut conn = self.shared.conn.clone();
+        let (allowed, wait_us): (i64, i64) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.shared.describe(&e))?;
+        Ok((allowed != 1).then(|| Duration::from_micros(u64::try_from(wait_us).unwrap_or(0))))
     }
 }

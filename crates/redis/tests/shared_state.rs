@@ -458,3 +458,69 @@ async fn a_key_refused_or_resting_in_one_replica_is_avoided_by_the_other() {
         "keys are stored by fingerprint only: {stored:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_keys_request_and_token_limits_hold_across_processes() {
+    use aetherflow_providers::keys::{KeyPool, SharedPacer};
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    // Two processes' pools over the same key: 60 requests a minute (one a second, no burst)
+    // and 100 prompt tokens a minute.
+    let pool = || {
+        let pool = KeyPool::new(
+            "deepseek",
+            vec![aetherflow_provider::ApiKey::new(
+                "deepseek#1",
+                "sk-shared-0000000000000001".to_owned().into(),
+            )],
+        )
+        .expect("pool")
+        .with_rate_limit(std::num::NonZeroU32::new(60))
+        .with_token_limit(std::num::NonZeroU32::new(100));
+        let pacer: std::sync::Arc<dyn SharedPacer> =
+            std::sync::Arc::new(aetherflow_redis::ratelimit::RedisRateLimiter::new(
+                Shared::connect(&redis.settings()).expect("url"),
+            ));
+        pool.pace_with(pacer);
+        pool
+    };
+    let (a, b) = (pool(), pool());
+    a.acquire_paced(Duration::ZERO, 10)
+        .await
+        .expect("the first call goes");
+    // Each pool alone would send this at once; together they are one key's limit.
+    let refused = b
+        .acquire_paced(Duration::ZERO, 10)
+        .await
+        .expect_err("B waits for A's second");
+    assert!(
+        matches!(refused, aetherflow_provider::ProviderError::RateLimited { retry_after: Some(w), .. } if w <= Duration::from_secs(1)),
+        "{refused:?}"
+    );
+    let started = std::time::Instant::now();
+    b.acquire_paced(Duration::from_secs(3), 10)
+        .await
+        .expect("B's turn comes within the second");
+    assert!(started.elapsed() >= Duration::from_millis(500), "B waited");
+    // Tokens: 20 of 100 spent; A takes 70 more after its second, then B's 30 do not fit.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.acquire_paced(Duration::ZERO, 70).await.expect("fits");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = b
+        .acquire_paced(Duration::ZERO, 30)
+        .await
+        .expect_err("past the shared token budget");
+    assert!(
+        matches!(
+            refused,
+            aetherflow_provider::ProviderError::RateLimited { .. }
+        ),
+        "{refused:?}"
+    );
+    // Redis gone: each process's own limits decide again (A's own pacer has not been used).
+    drop(redis);
+    a.acquire_paced(Duration::ZERO, 10)
+        .await
+        .expect("this process's own limits decide");
+}
