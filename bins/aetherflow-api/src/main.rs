@@ -345,6 +345,10 @@ fn main() -> anyhow::Result<()> {
             let breakers = Arc::clone(&jobs.engine().resilience.breakers);
             metrics.watch_local_decisions("breaker", move || breakers.local_fallbacks());
         }
+        let pools: Vec<_> = configured.iter().filter_map(|c| c.keys.clone()).collect();
+        metrics.watch_local_decisions("provider_key_limit", move || {
+            pools.iter().map(|p| p.local_fallbacks()).sum()
+        });
     }
     {
         let limits = limits.clone();

@@ -69,6 +69,8 @@ pub struct KeyPool {
     sink: OnceLock<Arc<dyn KeyStateSink>>,
     /// Client-side limits shared with the other processes using the same keys.
     pacer: OnceLock<Arc<dyn SharedPacer>>,
+    /// Calls paced by this process's own limits because the shared ones could not decide.
+    local_fallbacks: std::sync::atomic::AtomicU64,
 }
 
 /// Per-key limits shared by every process using the same keys (GCRA in Redis, in
@@ -156,6 +158,7 @@ impl KeyPool {
             tokens_per_minute: None,
             sink: OnceLock::new(),
             pacer: OnceLock::new(),
+            local_fallbacks: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -167,6 +170,13 @@ impl KeyPool {
     /// From now on, tells `sink` about quarantines and rests (once; later calls are ignored).
     pub fn share_with(&self, sink: Arc<dyn KeyStateSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    /// How many calls this process's own limits paced because the shared ones could not decide
+    /// (a metric).
+    pub fn local_fallbacks(&self) -> u64 {
+        self.local_fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// From now on, the per-key request and token limits are counted in `pacer`, shared with
@@ -295,6 +305,8 @@ impl KeyPool {
             match self.acquire_shared(pacer.as_ref(), deadline, tokens).await {
                 Ok(picked) => return picked,
                 Err(e) => {
+                    self.local_fallbacks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(provider = %self.provider, error = %e, "shared key limits unavailable; this process's own limits decide");
                 }
             }

@@ -520,7 +520,9 @@ async fn a_provider_keys_request_and_token_limits_hold_across_processes() {
     );
     // Redis gone: each process's own limits decide again (A's own pacer has not been used).
     drop(redis);
+    assert_eq!(a.local_fallbacks(), 0);
     a.acquire_paced(Duration::ZERO, 10)
         .await
         .expect("this process's own limits decide");
+    assert_eq!(a.local_fallbacks(), 1, "counted for the metric");
 }
