@@ -265,6 +265,25 @@ impl RedisQueue {
         Ok(done == 1)
     }
 
+    /// Every job's payload, queued or held (at most `max_len` and a margin), oldest first.
+    pub async fn payloads(&self) -> Result<Vec<String>, String> {
+        let mut conn = self.shared.conn.clone();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(self.max_len.saturating_add(100))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.shared.describe(&e))?;
+        Ok(entries
+            .ids
+            .into_iter()
+            .filter_map(|entry| entry.get::<String>("job"))
+            .collect())
+    }
+
     /// Whether no job is queued or held.
     pub async fn is_empty(&self) -> Result<bool, String> {
         Ok(self.len().await? == 0)

@@ -513,6 +513,24 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn unfinished_and_unowned(
+        &self,
+        stale_after: Duration,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE status IN ('queued', 'running')
+               AND (heartbeat IS NULL OR heartbeat < now() - make_interval(secs => $1))
+             ORDER BY id LIMIT 1000"
+        ))
+        .bind(stale_after.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(run).collect()
+    }
+
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError> {
         // Only runs whose owner stopped beating: another live replica's runs are its own.
         let stale = i64::try_from(STALE_AFTER.as_secs()).unwrap_or(60);

@@ -199,6 +199,15 @@ pub trait Store: Send + Sync + 'static {
     async fn finished_steps(&self, run_id: &str) -> Result<Vec<(u32, String, String)>, StoreError>;
     /// Marks runs left queued or running by a previous process as interrupted; how many.
     async fn interrupt_unfinished(&self) -> Result<usize, StoreError>;
+    /// Runs still queued or running whose owner has not shown a sign of life for `stale_after`
+    /// (at most 1000, oldest first): candidates for a queue worker's sweep of runs lost before
+    /// they reached the queue. A store without owners (SQLite: one process per file) has none.
+    async fn unfinished_and_unowned(
+        &self,
+        _stale_after: std::time::Duration,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Appends to the audit trail.
     async fn audit(
         &self,

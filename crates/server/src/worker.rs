@@ -37,6 +37,8 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// How often an idle worker asks for a job.
     pub poll: Duration,
+    /// How often the worker looks for runs lost before they reached the queue.
+    pub sweep_every: Duration,
 }
 
 impl WorkerOptions {
@@ -53,6 +55,7 @@ impl WorkerOptions {
             max_deliveries: max_deliveries.max(1),
             grace,
             poll: Duration::from_millis(100),
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -98,6 +101,27 @@ impl Worker {
                     }
                 }
             }
+        }
+        {
+            let (worker, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(worker.options.sweep_every);
+                every.tick().await;
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    match worker.sweep().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            runs = n,
+                            "runs lost before they reached the queue are recorded as failed"
+                        ),
+                        Err(e) => tracing::debug!(error = %e, "no sweep for lost runs this time"),
+                    }
+                }
+            });
         }
         let slots = Arc::new(Semaphore::new(self.options.concurrency));
         let stop_all = CancellationToken::new();
@@ -286,6 +310,47 @@ impl Worker {
                 tracing::error!(run = %run_id, error = %e, "the run could not be taken up, or its end was not stored: the job is delivered again after the visibility timeout");
             }
         }
+    }
+
+    /// Records as failed the runs that will never run: queued or running in the store, their
+    /// owner silent for a minute (PostgreSQL's heartbeat), and no job for them in the queue —
+    /// an API replica that died between recording a run and queueing it, or a Redis that lost
+    /// its data. How many.
+    pub async fn sweep(&self) -> Result<usize, String> {
+        let candidates = self
+            .jobs
+            .store()
+            .unfinished_and_unowned(crate::pg::STALE_AFTER)
+            .await
+            .map_err(|e| e.to_string())?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        // Read after the candidates: a job queued since was recorded with a fresh heartbeat.
+        let held: std::collections::HashSet<String> = self
+            .queue
+            .payloads()
+            .await?
+            .iter()
+            .filter_map(|p| serde_json::from_str::<JobMessage>(p).ok())
+            .map(|m| m.run_id)
+            .collect();
+        let mut swept = 0;
+        for mut record in candidates {
+            if held.contains(&record.id) {
+                continue;
+            }
+            tracing::warn!(run = %record.id, status = record.status.as_str(), "a run no worker will take: recorded as failed");
+            self.jobs
+                .end_unstarted(
+                    &mut record,
+                    RunState::Failed,
+                    Some("lost before a worker took it (the API replica that accepted it stopped before queueing it, or Redis lost the queue); submit it again".into()),
+                )
+                .await?;
+            swept += 1;
+        }
+        Ok(swept)
     }
 
     /// Records the end of a run that will not run; true when it is stored (or was already
