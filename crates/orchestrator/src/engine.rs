@@ -167,6 +167,8 @@ struct Shared {
     pass: Pass,
     /// One apply at a time: the run's change manifest is read and rewritten by each.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Where each step's checked answer is recorded before it is applied.
+    journal: Option<Arc<dyn crate::journal::StepJournal>>,
 }
 
 impl Shared {
@@ -409,6 +411,7 @@ impl Orchestrator {
             rules,
             pass: options.pass.clone(),
             apply_lock: tokio::sync::Mutex::new(()),
+            journal: options.journal.clone(),
         });
         let mut reports: Vec<StepReport> = steps
             .iter()
@@ -476,6 +479,20 @@ impl Orchestrator {
                         status: reports[i].status,
                     });
                     release(&plan, i, &mut waiting_on, &mut ready);
+                    continue;
+                }
+                // Checked and being applied when an earlier attempt stopped: apply the same
+                // files again (unchanged ones are left alone), ask for nothing.
+                if let Some(prepared) = options
+                    .resume
+                    .get(&steps[i].id)
+                    .filter(|p| p.is_prepared())
+                    .cloned()
+                {
+                    tracing::info!(step = %reports[i].id, "applying a step's checked answer from an earlier attempt");
+                    reports[i].status = StepStatus::Running;
+                    let handle = running.spawn(reapply(Arc::clone(&shared), i, prepared));
+                    running_index.insert(handle.id(), i);
                     continue;
                 }
                 // A double-check reviews each step's files on their own: order does not matter.
@@ -1018,6 +1035,19 @@ async fn execute(
         };
         match checked {
             Ok(files) => {
+                // The checked answer is recorded before it touches the workspace: a process
+                // that resumes this run applies these same files, never a new answer.
+                if let Some(journal) = &shared.journal {
+                    report.duration = clock.elapsed();
+                    let prepared = crate::journal::FinishedStep {
+                        report: report.clone(),
+                        output: Some(response.text.clone()),
+                        files: files.clone(),
+                    };
+                    if let Err(e) = journal.prepare(&prepared).await {
+                        tracing::warn!(step = %step.id, error = %e, "checked answer not recorded before applying: a resumed run would ask again");
+                    }
+                }
                 if let Err(reason) =
                     apply_files(&shared, &step.id, ctx.auto_apply, &files, &mut report).await
                 {
@@ -1220,6 +1250,38 @@ fn check_safety(policy: &Policy, files: Vec<ExtractedFile>) -> Result<Vec<Extrac
 
 /// Writes a step's checked files into the workspace (or beside it, or as diffs), recording
 /// them in the report. `Err` is the step's failure reason.
+/// A step an earlier attempt checked but did not record finished: its files applied again.
+async fn reapply(
+    shared: Arc<Shared>,
+    index: usize,
+    prepared: crate::journal::FinishedStep,
+) -> Execution {
+    let step = &shared.plan.plan().steps[index];
+    let mut report = prepared.report;
+    let applied = apply_files(
+        &shared,
+        &step.id,
+        step.context.auto_apply,
+        &prepared.files,
+        &mut report,
+    )
+    .await;
+    match applied {
+        Ok(()) => report.status = StepStatus::Succeeded,
+        Err(reason) => {
+            report.status = StepStatus::Failed;
+            report.failure = Some(FailureKind::ApplyFailed);
+            report.reason = Some(reason);
+        }
+    }
+    Execution {
+        index,
+        report,
+        output: prepared.output.map(Arc::from),
+        files: prepared.files,
+    }
+}
+
 async fn apply_files(
     shared: &Shared,
     step_id: &aetherflow_domain::StepId,

@@ -1044,9 +1044,12 @@ async fn steps_that_write_the_same_file_never_run_at_once() {
     assert_eq!(started, ["a1", "a2", "a3"]);
 }
 
-/// Keeps what the engine records, as a store would.
+/// Keeps what the engine records (finished steps, then prepared ones), as a store would.
 #[derive(Debug, Default)]
-struct MemoryJournal(Mutex<Vec<aetherflow_orchestrator::journal::FinishedStep>>);
+struct MemoryJournal(
+    Mutex<Vec<aetherflow_orchestrator::journal::FinishedStep>>,
+    Mutex<Vec<aetherflow_orchestrator::journal::FinishedStep>>,
+);
 
 #[async_trait]
 impl aetherflow_orchestrator::journal::StepJournal for MemoryJournal {
@@ -1057,6 +1060,75 @@ impl aetherflow_orchestrator::journal::StepJournal for MemoryJournal {
         self.0.lock().expect("lock").push(step.clone());
         Ok(())
     }
+
+    async fn prepare(
+        &self,
+        step: &aetherflow_orchestrator::journal::FinishedStep,
+    ) -> Result<(), String> {
+        self.1.lock().expect("lock").push(step.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_step_checked_but_not_recorded_finished_is_applied_from_its_answer_not_asked_again() {
+    let (dir, ws) = workspace();
+    let out = tempfile::tempdir().expect("out");
+    let recording = Arc::new(Recording::default());
+    let orchestrator = Orchestrator::new(recording_set(Arc::clone(&recording)), ws);
+    let journal = Arc::new(MemoryJournal::default());
+    let options = RunOptions {
+        concurrency: NonZeroUsize::MIN,
+        out_dir: Some(out.path().to_path_buf()),
+        apply: Some(aetherflow_orchestrator::apply::ApplyMode::Write),
+        journal: Some(Arc::clone(&journal) as _),
+        ..RunOptions::default()
+    };
+    let (first, _) = run(&orchestrator, chain_with_side_branch(), &options).await;
+    assert_eq!(first.report.totals.succeeded, 4);
+    let prepared = journal.1.lock().expect("lock").clone();
+    let ids: Vec<&str> = prepared.iter().map(|p| p.report.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a", "b"],
+        "the steps that write files, before writing them"
+    );
+    assert!(
+        prepared
+            .iter()
+            .all(|p| p.is_prepared() && p.files.len() == 1)
+    );
+    // The process died while applying `a`: its file is not there; the journal has the checked
+    // answer (marked, to tell it from a new one).
+    let mut a = prepared[0].clone();
+    a.files[0].content = "PREPARED = 1\n".into();
+    std::fs::remove_file(dir.path().join("a.py")).expect("remove");
+    let before = recording.requests.lock().expect("lock").len();
+    let resumed = RunOptions {
+        resume: Arc::new([(a.report.id.clone(), a.clone())].into_iter().collect()),
+        journal: Some(Arc::new(MemoryJournal::default()) as _),
+        ..options.clone()
+    };
+    let (second, events) = run(&orchestrator, chain_with_side_branch(), &resumed).await;
+    assert_eq!(
+        recording.requests.lock().expect("lock").len(),
+        before + 3,
+        "b, c and side are sent; a is not asked again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.py")).expect("applied"),
+        "PREPARED = 1\n",
+        "the checked answer is what lands"
+    );
+    assert_eq!(second.report.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(second.report.steps[0].attempts, a.report.attempts);
+    assert_eq!(second.report.totals.succeeded, 4);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, RunEvent::StepFinished { step_id, .. } if step_id.as_str() == "a")
+        ),
+        "a finishes as any step does"
+    );
 }
 
 #[tokio::test]

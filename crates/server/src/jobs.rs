@@ -155,7 +155,23 @@ impl StepJournal for StoreJournal {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn prepare(&self, step: &FinishedStep) -> Result<(), String> {
+        let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
+        self.store
+            .record_step(
+                &self.run_id,
+                self.pass,
+                &format!("{}{PREPARED}", step.report.id),
+                &json,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
+
+/// Marks a journal entry of a step checked and about to be applied (step ids cannot hold `#`).
+const PREPARED: &str = "#prepared";
 
 /// Where a run picks up: steps finished by an earlier attempt (by pass), and the number of its
 /// last stored event.
@@ -560,9 +576,18 @@ impl Jobs {
             .map_err(|e| e.to_string())?
         {
             match serde_json::from_str::<FinishedStep>(&json) {
-                Ok(done) if done.report.id.as_str() == step => {
+                // A finished record wins over the step's prepared one.
+                Ok(done) if done.report.id.as_str() == step && done.is_final() => {
                     Arc::make_mut(resume.finished.entry(pass).or_default())
                         .insert(done.report.id.clone(), done);
+                }
+                Ok(prepared)
+                    if prepared.is_prepared()
+                        && step.strip_suffix(PREPARED) == Some(prepared.report.id.as_str()) =>
+                {
+                    Arc::make_mut(resume.finished.entry(pass).or_default())
+                        .entry(prepared.report.id.clone())
+                        .or_insert(prepared);
                 }
                 _ => {
                     tracing::warn!(run = %record.id, step, "a recorded step is unreadable: it runs again")
