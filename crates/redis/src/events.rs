@@ -44,6 +44,17 @@ impl RedisEvents {
     /// Publishes event `seq` of `run_id`. An event numbered at or below one already published
     /// (a replay) is refused by Redis and reported as an error.
     pub async fn publish(&self, run_id: &str, seq: u64, json: &str) -> Result<(), String> {
+        self.append(run_id, &format!("{seq}-0"), "e", json).await
+    }
+
+    /// Marks the end of `run_id` with its final `status` (an id Redis picks: its time, after
+    /// every sequence number).
+    pub async fn finish(&self, run_id: &str, status: &str) -> Result<(), String> {
+        self.append(run_id, "*", "end", status).await
+    }
+
+    /// Adds entry `id` (`field` = `value`) to the run's stream, trimmed, and renews its expiry.
+    async fn append(&self, run_id: &str, id: &str, field: &str, value: &str) -> Result<(), String> {
         let key = self.key(run_id);
         let mut conn = self.shared.conn.clone();
         redis::pipe()
@@ -52,29 +63,9 @@ impl RedisEvents {
             .arg("MAXLEN")
             .arg("~")
             .arg(MAX_EVENTS)
-            .arg(format!("{seq}-0"))
-            .arg("e")
-            .arg(json)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(KEEP_SECS)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.shared.describe(&e))
-    }
-
-    /// Marks the end of `run_id` with its final `status`.
-    pub async fn finish(&self, run_id: &str, status: &str) -> Result<(), String> {
-        let key = self.key(run_id);
-        let mut conn = self.shared.conn.clone();
-        redis::pipe()
-            .cmd("XADD")
-            .arg(&key)
-            .arg("*")
-            .arg("end")
-            .arg(status)
+            .arg(id)
+            .arg(field)
+            .arg(value)
             .ignore()
             .cmd("EXPIRE")
             .arg(&key)

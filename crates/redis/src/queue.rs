@@ -64,39 +64,24 @@ end
 return false
 ";
 
-/// KEYS: stream; ARGV: group, consumer, id. Resets the job's idle time if `consumer` still holds
-/// it: 1, else 0 (another worker reclaimed it, or it is gone).
-const TOUCH: &str = r"
+/// KEYS: stream; ARGV: group, consumer, id, action, payload. Acts on a job only while `consumer`
+/// holds it (another worker may have reclaimed it): `touch` resets its idle time, `ack` removes
+/// it (finished), `hand_back` puts it back for another worker now. 1 when done, 0 when the job
+/// is not this consumer's (or is gone).
+const AS_HOLDER: &str = r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if not p[1] or p[1][2] ~= ARGV[2] then
   return 0
 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-";
-
-/// KEYS: stream; ARGV: group, consumer, id. Removes a finished job if `consumer` holds it: 1,
-/// else 0 (another worker took it over and owns it now).
-const ACK: &str = r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not p[1] or p[1][2] ~= ARGV[2] then
-  return 0
+if ARGV[4] == 'touch' then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+  return 1
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
-return 1
-";
-
-/// KEYS: stream; ARGV: group, consumer, id, payload. Puts a job `consumer` holds back for another
-/// worker, now: 1, else 0 (it is no longer this consumer's).
-const HAND_BACK: &str = r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not p[1] or p[1][2] ~= ARGV[2] then
-  return 0
+if ARGV[4] == 'hand_back' then
+  redis.call('XADD', KEYS[1], '*', 'job', ARGV[5])
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[1], '*', 'job', ARGV[4])
 return 1
 ";
 
@@ -130,9 +115,7 @@ pub struct RedisQueue {
     visibility: Duration,
     enqueue: std::sync::Arc<Script>,
     claim: std::sync::Arc<Script>,
-    touch: std::sync::Arc<Script>,
-    ack: std::sync::Arc<Script>,
-    hand_back: std::sync::Arc<Script>,
+    as_holder: std::sync::Arc<Script>,
 }
 
 impl RedisQueue {
@@ -147,9 +130,7 @@ impl RedisQueue {
             visibility,
             enqueue: std::sync::Arc::new(Script::new(ENQUEUE)),
             claim: std::sync::Arc::new(Script::new(CLAIM)),
-            touch: std::sync::Arc::new(Script::new(TOUCH)),
-            ack: std::sync::Arc::new(Script::new(ACK)),
-            hand_back: std::sync::Arc::new(Script::new(HAND_BACK)),
+            as_holder: std::sync::Arc::new(Script::new(AS_HOLDER)),
         }
     }
 
@@ -219,46 +200,41 @@ impl RedisQueue {
     /// Tells the queue `consumer` is still working on `job` (resets its idle time); false when
     /// the job is no longer this consumer's (another worker reclaimed it).
     pub async fn touch(&self, consumer: &str, job: &Delivery) -> Result<bool, String> {
-        let mut conn = self.shared.conn.clone();
-        let held: i64 = self
-            .touch
-            .key(&self.key)
-            .arg(&self.group)
-            .arg(consumer)
-            .arg(&job.id)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.shared.describe(&e))?;
-        Ok(held == 1)
+        self.as_holder("touch", consumer, job).await
     }
 
     /// Removes a finished job `consumer` holds; false when it is no longer this consumer's
     /// (another worker took it over: that one acknowledges it).
     pub async fn ack(&self, consumer: &str, job: &Delivery) -> Result<bool, String> {
-        let mut conn = self.shared.conn.clone();
-        let done: i64 = self
-            .ack
-            .key(&self.key)
-            .arg(&self.group)
-            .arg(consumer)
-            .arg(&job.id)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.shared.describe(&e))?;
-        Ok(done == 1)
+        self.as_holder("ack", consumer, job).await
     }
 
     /// Gives a job `consumer` holds back for another worker at once (a clean shutdown); false
     /// when it is no longer this consumer's.
     pub async fn hand_back(&self, consumer: &str, job: &Delivery) -> Result<bool, String> {
+        self.as_holder("hand_back", consumer, job).await
+    }
+
+    async fn as_holder(
+        &self,
+        action: &str,
+        consumer: &str,
+        job: &Delivery,
+    ) -> Result<bool, String> {
         let mut conn = self.shared.conn.clone();
         let done: i64 = self
-            .hand_back
+            .as_holder
             .key(&self.key)
             .arg(&self.group)
             .arg(consumer)
             .arg(&job.id)
-            .arg(&job.payload)
+            .arg(action)
+            // The payload travels only when it is put back.
+            .arg(if action == "hand_back" {
+                job.payload.as_str()
+            } else {
+                ""
+            })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.shared.describe(&e))?;
