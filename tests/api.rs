@@ -1740,35 +1740,13 @@ async fn a_run_is_traced_as_a_child_of_its_request_with_steps_and_attempts() {
     assert_eq!(r.status(), 200);
     let run: serde_json::Value = r.json().await.expect("json");
     let steps = example_plan_json()["steps"].as_array().map_or(0, Vec::len);
-    let mut tree = None;
-    for _ in 0..100 {
-        let (spans, _) = support::received_spans(&collector).await;
-        let ours: Vec<support::ReceivedSpan> =
-            spans.into_iter().filter(|s| s.0 == trace_id).collect();
-        let http = ours.iter().find(|s| s.3 == "POST /v1/runs").cloned();
-        let job = ours.iter().find(|s| s.3 == "run job").cloned();
-        let run_span = ours.iter().find(|s| s.3 == "run").cloned();
-        let step_spans: Vec<_> = ours
-            .iter()
-            .filter(|s| s.3.starts_with("step "))
-            .cloned()
-            .collect();
-        let attempts: Vec<_> = ours
-            .iter()
-            .filter(|s| s.3.starts_with("chat "))
-            .cloned()
-            .collect();
-        if let (Some(http), Some(job), Some(run_span)) = (http, job, run_span)
-            && step_spans.len() == steps
-            && attempts.len() >= steps
-        {
-            tree = Some((http, job, run_span, step_spans, attempts));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (http, job, run_span, step_spans, attempts) =
-        tree.expect("the run's spans reach the collector under the request's trace");
+    let support::RunSpans {
+        http,
+        job,
+        run: run_span,
+        steps: step_spans,
+        attempts,
+    } = support::run_spans(&collector, trace_id, steps).await;
     assert_eq!(
         job.2, http.1,
         "the job is a child of the request that submitted it"

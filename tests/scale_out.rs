@@ -516,6 +516,18 @@ struct StepUpstream {
 }
 
 impl StepUpstream {
+    /// Waits (up to 60 s) until step `step` has been asked for.
+    async fn wait_asked(&self, step: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.asked(step) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step {step} never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn asked(&self, step: u32) -> u32 {
         self.asked
             .lock()
@@ -735,15 +747,7 @@ async fn a_worker_killed_mid_run_is_taken_over_and_every_step_is_applied_once() 
     let mut first = setup.worker();
     let id = setup.submit(&api, &chain_plan(4)).await;
     // Killed while step 3 is with the provider: steps 1 and 2 are applied and recorded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while setup.upstream.asked(3) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "step 3 never started: {}",
-            setup.run(&api, &id).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    setup.upstream.wait_asked(3).await;
     kill_9(&mut first);
     let ws = setup.dir.path().join("ws/pkg");
     assert_eq!(
@@ -892,11 +896,7 @@ async fn a_stopping_worker_hands_its_run_back_and_a_cancel_reaches_the_worker_th
     let api = setup.api();
     let first = setup.worker();
     let id = setup.submit(&api, &chain_plan(4)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while setup.upstream.asked(2) == 0 {
-        assert!(std::time::Instant::now() < deadline, "step 2 never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    setup.upstream.wait_asked(2).await;
     // SIGTERM: the run does not end within the 1 s grace, so it is handed back.
     let stopped = std::time::Instant::now();
     stop_gracefully(first);
@@ -917,14 +917,7 @@ async fn a_stopping_worker_hands_its_run_back_and_a_cancel_reaches_the_worker_th
 
     // A cancel sent to the API replica reaches the worker running the run.
     let slow = setup.submit(&api, &numbered_chain(11, 8)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while setup.upstream.asked(12) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second run never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    setup.upstream.wait_asked(12).await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/runs/{slow}/cancel", api.base))
         .bearer_auth(&setup.key)
@@ -1014,35 +1007,14 @@ async fn one_trace_runs_from_the_api_request_through_the_queue_to_the_worker() {
     assert_eq!(r.status(), 200, "ended within the wait");
     let run: Value = r.json().await.expect("json");
     assert_eq!(run["status"], "succeeded", "{run}");
-    let mut tree = None;
-    for _ in 0..100 {
-        let (spans, _) = support::received_spans(&collector).await;
-        let ours: Vec<support::ReceivedSpan> =
-            spans.into_iter().filter(|s| s.0 == trace_id).collect();
-        let http = ours.iter().find(|s| s.3 == "POST /v1/runs").cloned();
-        let job = ours.iter().find(|s| s.3 == "run job").cloned();
-        let run_span = ours.iter().find(|s| s.3 == "run").cloned();
-        let steps: Vec<_> = ours
-            .iter()
-            .filter(|s| s.3.starts_with("step "))
-            .cloned()
-            .collect();
-        let attempts: Vec<_> = ours
-            .iter()
-            .filter(|s| s.3.starts_with("chat "))
-            .cloned()
-            .collect();
-        if let (Some(http), Some(job), Some(run_span)) = (http, job, run_span)
-            && steps.len() == 2
-            && attempts.len() == 2
-        {
-            tree = Some((http, job, run_span, steps, attempts));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (http, job, run_span, steps, attempts) =
-        tree.expect("the run's spans reach the collector under the request's trace");
+    let support::RunSpans {
+        http,
+        job,
+        run: run_span,
+        steps,
+        attempts,
+    } = support::run_spans(&collector, trace_id, 2).await;
+    assert_eq!(attempts.len(), 2, "one attempt per step");
     assert_eq!(support::span_attr(&http, "service.name"), "aetherflow-api");
     assert_eq!(
         support::span_attr(&job, "service.name"),

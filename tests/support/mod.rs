@@ -214,3 +214,45 @@ pub async fn otlp_collector() -> wiremock::MockServer {
         .await;
     collector
 }
+
+/// One run's spans as a collector received them: the request, the job, the engine's run, its
+/// steps and its provider attempts.
+pub struct RunSpans {
+    pub http: ReceivedSpan,
+    pub job: ReceivedSpan,
+    pub run: ReceivedSpan,
+    pub steps: Vec<ReceivedSpan>,
+    pub attempts: Vec<ReceivedSpan>,
+}
+
+/// Waits (up to 10 s) until `collector` holds the spans of a run of `steps` steps (at least one
+/// attempt each) in trace `trace_id`.
+pub async fn run_spans(collector: &wiremock::MockServer, trace_id: &str, steps: usize) -> RunSpans {
+    for _ in 0..100 {
+        let (spans, _) = received_spans(collector).await;
+        let ours: Vec<ReceivedSpan> = spans.into_iter().filter(|s| s.0 == trace_id).collect();
+        let named = |name: &str| ours.iter().find(|s| s.3 == name).cloned();
+        let prefixed = |prefix: &str| -> Vec<ReceivedSpan> {
+            ours.iter()
+                .filter(|s| s.3.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        let (step_spans, attempts) = (prefixed("step "), prefixed("chat "));
+        if let (Some(http), Some(job), Some(run)) =
+            (named("POST /v1/runs"), named("run job"), named("run"))
+            && step_spans.len() == steps
+            && attempts.len() >= steps
+        {
+            return RunSpans {
+                http,
+                job,
+                run,
+                steps: step_spans,
+                attempts,
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the run's spans never reached the collector under trace {trace_id}");
+}
