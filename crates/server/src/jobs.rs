@@ -654,11 +654,7 @@ impl Jobs {
         record.finished_at = Some(Utc::now());
         // The job is acknowledged only once this is stored: if it is not, the job is
         // delivered again and the next worker ends the run from the journal.
-        self.store
-            .update_run(&record)
-            .await
-            .map_err(|e| format!("the run's end was not stored: {e}"))?;
-        self.publish_end(&record).await;
+        self.store_end(&record).await?;
         let _ = state.send(record.status);
         tracing::info!(run = %record.id, status = record.status.as_str(), "queued run finished");
         Ok(Claimed::Finished(record.status))
@@ -675,6 +671,12 @@ impl Jobs {
         record.status = status;
         record.error = error;
         record.finished_at = Some(Utc::now());
+        self.store_end(record).await
+    }
+
+    /// Stores an ended run, then tells followers on other replicas; `Err` when it was not
+    /// stored (the caller must not acknowledge its job).
+    async fn store_end(&self, record: &RunRecord) -> Result<(), String> {
         self.store
             .update_run(record)
             .await
